@@ -1,0 +1,165 @@
+//! The binaries as a user meets them: clear errors (file, line, key; exit code 2; no panic),
+//! `--dry-run`, and a train + eval round trip.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(bin: &str, args: &[&str], cwd: &Path) -> Output {
+    Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const TINY: &str = r#"
+seed = 1
+backend = "flex"
+[data]
+batch_size = 8
+[data.source]
+kind = "synthetic"
+num_classes = 2
+train_per_class = 8
+test_per_class = 4
+ood_per_set = 4
+outliers = 2
+[model]
+backbone = "resnet10"
+width = 2
+[train]
+epochs = 1
+"#;
+
+#[test]
+fn config_typo_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        TINY.replace("epochs = 1", "epochs = 1\nepoch = 2"),
+    )
+    .unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_train"),
+        &["--config", "typo.toml"],
+        dir.path(),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("typo.toml:18: key `train.epoch`: unknown field `epoch`"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !dir.path().join("runs").exists(),
+        "nothing written for a bad config"
+    );
+}
+
+#[test]
+fn missing_config_file_and_bad_backend_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_train"),
+        &["--config", "nope.toml"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot read config file nope.toml"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(dir.path().join("tiny.toml"), TINY).unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_train"),
+        &["--config", "tiny.toml", "--backend", "gpu"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown backend `gpu`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn dry_run_prints_the_resolved_config_with_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tiny.toml"), TINY).unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_train"),
+        &[
+            "--config",
+            "tiny.toml",
+            "--dry-run",
+            "--set",
+            "optim.lr=0.05",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("lr = 0.05"), "{out}");
+    assert!(out.contains("name = \"tiny\""), "{out}");
+    assert!(
+        out.contains("weight_decay = 0.0005"),
+        "defaults are written out: {out}"
+    );
+    assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
+fn train_then_eval_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tiny.toml"), TINY).unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_train"),
+        &["--config", "tiny.toml"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        table.contains("ID accuracy:") && table.contains("| msp | unseen_curved | near |"),
+        "{table}"
+    );
+    // Default run folder: runs/<name>/<hash8>/s<seed>.
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs/tiny"))
+        .unwrap()
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let run_dir = runs[0].as_ref().unwrap().path().join("s1");
+    assert_eq!(runs[0].as_ref().unwrap().file_name().len(), 8);
+    assert!(run_dir.join("results.md").is_file());
+
+    let o = run(
+        env!("CARGO_BIN_EXE_eval"),
+        &["--run", run_dir.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = String::from_utf8_lossy(&o.stdout);
+    // Same numbers (the title differs: the path as given).
+    let body = |t: &str| t.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&again), body(&table));
+
+    let o = run(
+        env!("CARGO_BIN_EXE_eval"),
+        &["--run", "missing-dir"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("missing-dir/resolved.toml"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,0 +1,260 @@
+//! Backend selection: `auto | wgpu | flex | ndarray | cuda`.
+//!
+//! `auto` picks wgpu only for a hardware adapter. wgpu's own automatic choice accepts software
+//! adapters (Mesa lavapipe through Vulkan, llvmpipe through GL), which run compute shaders on
+//! the CPU far slower than flex does, so a CPU-type adapter counts as "no GPU" here.
+
+use crate::config::BackendChoice;
+use burn::tensor::Device;
+use std::sync::OnceLock;
+
+/// What a run ended up on; printed at start and written to the manifest.
+#[derive(Debug, Clone)]
+pub struct SelectedBackend {
+    pub device: Device,
+    /// `flex`, `wgpu`, `ndarray` or `cuda`.
+    pub name: &'static str,
+    /// Adapter / device description, e.g. `NVIDIA H100 (Vulkan, DiscreteGpu)` or `CPU (flex)`.
+    pub adapter: String,
+    /// Why `auto` chose what it chose (empty for an explicit choice).
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(
+        "backend `wgpu` was requested but no wgpu adapter was found{detail}\n  hint: install a GPU driver (or Mesa's software Vulkan driver: `apt-get install mesa-vulkan-drivers`), or use `--backend flex` to train on the CPU"
+    )]
+    NoAdapter { detail: String },
+    #[error(
+        "backend `wgpu` could not be initialised on adapter {adapter}: {message}\n  hint: use `--backend flex` to train on the CPU"
+    )]
+    WgpuInit { adapter: String, message: String },
+    #[error(
+        "backend `{0}` is not compiled into this build\n  hint: rebuild with `cargo build --release -p oodforge-cli --features {0}`, or use `--backend auto`"
+    )]
+    NotCompiled(&'static str),
+    #[error(
+        "backend `cuda` was requested but no CUDA device was found\n  hint: check `nvidia-smi`, or use `--backend auto`"
+    )]
+    NoCuda,
+}
+
+/// One wgpu adapter as the driver describes it.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub api: String,
+    pub device_type: String,
+    pub is_cpu: bool,
+}
+
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, {})", self.name, self.api, self.device_type)
+    }
+}
+
+/// Every wgpu adapter on this machine, over every graphics API. Cached: probing opens drivers.
+pub fn wgpu_adapters() -> &'static [AdapterSummary] {
+    static ADAPTERS: OnceLock<Vec<AdapterSummary>> = OnceLock::new();
+    ADAPTERS.get_or_init(|| {
+        use burn::tensor::wgpu::wgpu;
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::all(),
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|a| {
+                let info = a.get_info();
+                AdapterSummary {
+                    name: info.name.clone(),
+                    api: format!("{:?}", info.backend),
+                    device_type: format!("{:?}", info.device_type),
+                    is_cpu: info.device_type == wgpu::DeviceType::Cpu,
+                }
+            })
+            .collect()
+    })
+}
+
+/// Resolve a backend choice to a device. Never panics for a missing adapter or feature.
+pub fn select(choice: BackendChoice) -> Result<SelectedBackend, BackendError> {
+    match choice {
+        BackendChoice::Flex => Ok(flex(String::new())),
+        BackendChoice::Auto => {
+            let adapters = wgpu_adapters();
+            match adapters.iter().find(|a| !a.is_cpu) {
+                Some(gpu) => {
+                    let reason = format!("hardware GPU adapter found: {gpu}");
+                    let mut selected = wgpu(false)?;
+                    selected.reason = reason;
+                    Ok(selected)
+                }
+                None => {
+                    let reason = if adapters.is_empty() {
+                        "no wgpu adapter found".to_owned()
+                    } else {
+                        let names: Vec<String> = adapters.iter().map(|a| a.to_string()).collect();
+                        format!(
+                            "only software (CPU) wgpu adapters found: {}",
+                            names.join("; ")
+                        )
+                    };
+                    Ok(flex(reason))
+                }
+            }
+        }
+        BackendChoice::Wgpu => {
+            let adapters = wgpu_adapters();
+            if adapters.is_empty() {
+                return Err(BackendError::NoAdapter {
+                    detail: String::new(),
+                });
+            }
+            // Explicit wgpu accepts a software adapter: that is how the wgpu path is tested on
+            // machines without a GPU.
+            wgpu(!adapters.iter().any(|a| !a.is_cpu))
+        }
+        BackendChoice::Ndarray => ndarray(),
+        BackendChoice::Cuda => cuda(),
+    }
+}
+
+fn flex(reason: String) -> SelectedBackend {
+    SelectedBackend {
+        device: Device::flex(),
+        name: "flex",
+        adapter: format!("CPU (flex, {} threads)", rayon_threads()),
+        reason,
+    }
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn wgpu(software: bool) -> Result<SelectedBackend, BackendError> {
+    // A wgpu runtime can be initialised once per process; later selections reuse it.
+    static DEVICE: OnceLock<Result<(Device, String), String>> = OnceLock::new();
+    let adapters = wgpu_adapters();
+    let chosen = if software {
+        adapters.iter().find(|a| a.is_cpu)
+    } else {
+        adapters.iter().find(|a| !a.is_cpu)
+    }
+    .map(|a| a.to_string())
+    .unwrap_or_else(|| "unknown".into());
+    let result = DEVICE.get_or_init(|| {
+        use burn::tensor::DeviceKind;
+        let kind = if software {
+            DeviceKind::Cpu
+        } else {
+            DeviceKind::DefaultDevice
+        };
+        Device::wgpu_options()
+            .device_kind(kind)
+            .init()
+            .map(|device| {
+                let name = device
+                    .identity()
+                    .map(|id| id.name)
+                    .unwrap_or_else(|| chosen.clone());
+                (device, name)
+            })
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok((device, name)) => Ok(SelectedBackend {
+            device: device.clone(),
+            name: "wgpu",
+            adapter: if software {
+                format!("{name} (software, CPU)")
+            } else {
+                name.clone()
+            },
+            reason: String::new(),
+        }),
+        Err(message) => Err(BackendError::WgpuInit {
+            adapter: chosen,
+            message: message.clone(),
+        }),
+    }
+}
+
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)] // kept on purpose: ndarray stays selectable for comparison runs
+fn ndarray() -> Result<SelectedBackend, BackendError> {
+    Ok(SelectedBackend {
+        device: Device::ndarray(),
+        name: "ndarray",
+        adapter: "CPU (ndarray, deprecated upstream)".into(),
+        reason: String::new(),
+    })
+}
+
+#[cfg(not(feature = "ndarray"))]
+fn ndarray() -> Result<SelectedBackend, BackendError> {
+    Err(BackendError::NotCompiled("ndarray"))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda() -> Result<SelectedBackend, BackendError> {
+    // Creating the CUDA device does not touch the driver; the first tensor does. Check for a
+    // device first so a machine without one gets an error, not a panic.
+    let devices = Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec();
+    let device = devices.into_iter().next().ok_or(BackendError::NoCuda)?;
+    let adapter = device
+        .identity()
+        .map(|id| id.name)
+        .unwrap_or_else(|| "CUDA device 0".into());
+    Ok(SelectedBackend {
+        device,
+        name: "cuda",
+        adapter,
+        reason: String::new(),
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda() -> Result<SelectedBackend, BackendError> {
+    Err(BackendError::NotCompiled("cuda"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flex_is_always_available() {
+        let b = select(BackendChoice::Flex).unwrap();
+        assert_eq!(b.name, "flex");
+        assert!(b.adapter.contains("flex"));
+    }
+
+    #[test]
+    fn auto_never_picks_a_software_adapter() {
+        let b = select(BackendChoice::Auto).unwrap();
+        let has_gpu = wgpu_adapters().iter().any(|a| !a.is_cpu);
+        assert_eq!(b.name, if has_gpu { "wgpu" } else { "flex" }, "{b:?}");
+        assert!(!b.reason.is_empty(), "auto says why");
+        if !has_gpu && wgpu_adapters().iter().any(|a| a.is_cpu) {
+            assert!(b.reason.contains("software"), "{}", b.reason);
+        }
+    }
+
+    #[cfg(not(feature = "ndarray"))]
+    #[test]
+    fn missing_feature_is_an_error_with_a_hint() {
+        let e = select(BackendChoice::Ndarray).unwrap_err().to_string();
+        assert!(e.contains("--features ndarray"), "{e}");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn missing_cuda_is_an_error_with_a_hint() {
+        let e = select(BackendChoice::Cuda).unwrap_err().to_string();
+        assert!(e.contains("--features cuda"), "{e}");
+    }
+}

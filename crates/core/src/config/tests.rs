@@ -1,0 +1,218 @@
+use super::*;
+use std::fs;
+
+const MINIMAL: &str = r#"
+seed = 3
+
+[data]
+batch_size = 32
+[data.source]
+kind = "synthetic"
+num_classes = 4
+
+[model]
+backbone = "resnet10"
+width = 8
+
+[train]
+epochs = 2
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p
+}
+
+fn err(dir: &Path, text: &str) -> String {
+    let p = write(dir, "bad.toml", text);
+    load(&p, &[]).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_config_fills_defaults_and_names_run_after_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "tiny.toml", MINIMAL);
+    let r = load(&p, &[]).unwrap();
+    assert_eq!(r.config.name, "tiny");
+    assert_eq!(r.config.seed, 3);
+    assert_eq!(r.config.data.batch_size, 32);
+    assert_eq!(r.config.data.eval_batch_size, 200);
+    assert_eq!(r.config.model, ModelConfig::ResNet10 { width: 8 });
+    assert_eq!(r.config.optim, OptimConfig::default());
+    assert_eq!(r.config.eval.postprocessors.len(), 3);
+    assert_eq!(r.hash.len(), 64);
+    // The canonical text round-trips to the same config.
+    let back: ExperimentConfig = toml::from_str(&r.text).unwrap();
+    assert_eq!(back, r.config);
+}
+
+#[test]
+fn unknown_key_names_file_line_and_allowed_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MINIMAL.replace("epochs = 2", "epochs = 2\nepochz = 3");
+    let e = err(dir.path(), &text);
+    assert!(e.contains("bad.toml:16"), "{e}");
+    assert!(e.contains("train.epochz"), "{e}");
+    assert!(e.contains("unknown field `epochz`"), "{e}");
+    assert!(
+        e.contains("checkpoint_every"),
+        "lists the allowed keys: {e}"
+    );
+}
+
+#[test]
+fn unknown_key_inside_tagged_enum_is_rejected_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MINIMAL.replace("width = 8", "width = 8\ndepth = 3");
+    let e = err(dir.path(), &text);
+    assert!(e.contains("unknown field `depth`"), "{e}");
+    assert!(e.contains("model.depth"), "{e}");
+    assert!(e.contains("bad.toml:13"), "{e}");
+}
+
+#[test]
+fn stray_key_in_empty_struct_variant_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{MINIMAL}\n[objective]\nname = \"ce\"\noe_weight = 0.5\n");
+    let e = err(dir.path(), &text);
+    assert!(e.contains("unknown field `oe_weight`"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_key_and_expected_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = err(
+        dir.path(),
+        &MINIMAL.replace("batch_size = 32", "batch_size = \"big\""),
+    );
+    assert!(e.contains("bad.toml:5"), "{e}");
+    assert!(e.contains("data.batch_size"), "{e}");
+    assert!(e.contains("invalid type: string \"big\""), "{e}");
+}
+
+#[test]
+fn unknown_variant_lists_allowed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = err(dir.path(), &MINIMAL.replace("resnet10", "resnet999"));
+    assert!(e.contains("unknown variant `resnet999`"), "{e}");
+    assert!(e.contains("resnet18"), "{e}");
+    let e = err(dir.path(), &format!("backend = \"gpu\"\n{MINIMAL}"));
+    assert!(e.contains("bad.toml:1"), "{e}");
+    assert!(e.contains("unknown variant `gpu`"), "{e}");
+    assert!(e.contains("`flex`"), "{e}");
+}
+
+#[test]
+fn bad_values_are_all_reported_with_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MINIMAL.replace("batch_size = 32", "batch_size = 0")
+        + "\n[optim]\nname = \"sgd\"\nlr = -0.1\n";
+    let e = err(dir.path(), &text);
+    assert!(
+        e.contains("bad.toml:5: key `data.batch_size`: 0 is not allowed"),
+        "{e}"
+    );
+    assert!(
+        e.contains("bad.toml:19: key `optim.lr`: -0.1 is not allowed"),
+        "{e}"
+    );
+    assert_eq!(
+        e.lines().count(),
+        3,
+        "one line per problem, no follow-on noise: {e}"
+    );
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = err(dir.path(), "seed = 1\n[data\n");
+    assert!(
+        e.starts_with(&format!("{}:2:", dir.path().join("bad.toml").display())),
+        "{e}"
+    );
+}
+
+#[test]
+fn extends_merges_tables_and_reports_base_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "base.toml", MINIMAL);
+    let child = write(
+        dir.path(),
+        "child.toml",
+        "extends = [\"base.toml\"]\n[model]\nbackbone = \"resnet18\"\n[train]\nepochs = 5\n",
+    );
+    let r = load(&child, &[]).unwrap();
+    assert_eq!(r.config.name, "child");
+    assert_eq!(r.config.train.epochs, 5);
+    // `width` comes from the base, merged into the child's [model] table.
+    assert_eq!(r.config.model, ModelConfig::ResNet18 { width: 8 });
+    assert_eq!(r.config.data.batch_size, 32);
+
+    // An error in a key that the base set points at the base file.
+    write(
+        dir.path(),
+        "base.toml",
+        &MINIMAL.replace("batch_size = 32", "batch_size = 0"),
+    );
+    let e = load(&child, &[]).unwrap_err().to_string();
+    assert!(e.contains("base.toml:5: key `data.batch_size`"), "{e}");
+}
+
+#[test]
+fn extends_cycle_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.toml", "extends = [\"b.toml\"]\n");
+    let b = write(dir.path(), "b.toml", "extends = [\"a.toml\"]\n");
+    let e = load(&b, &[]).unwrap_err().to_string();
+    assert!(e.contains("cycle"), "{e}");
+}
+
+#[test]
+fn set_overrides_parse_toml_values_and_change_the_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "tiny.toml", MINIMAL);
+    let plain = load(&p, &[]).unwrap();
+    let r = load(
+        &p,
+        &[
+            "optim.lr=0.05".into(),
+            "model.backbone=resnet18".into(),
+            "eval.postprocessors=[{name=\"msp\"}]".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(r.config.optim.base_lr(), 0.05);
+    assert!(matches!(r.config.model, ModelConfig::ResNet18 { width: 8 }));
+    assert_eq!(
+        r.config.eval.postprocessors,
+        vec![PostprocessorConfig::Msp {}]
+    );
+    assert_ne!(plain.hash, r.hash);
+
+    let e = load(&p, &["optim.lr=-1".into()]).unwrap_err().to_string();
+    assert!(
+        e.contains("--set optim.lr=-1: key `optim.lr`: -1 is not allowed"),
+        "{e}"
+    );
+    let e = load(&p, &["optim.lrr=1".into()]).unwrap_err().to_string();
+    assert!(e.contains("--set optim.lrr=1"), "{e}");
+    assert!(e.contains("unknown field `lrr`"), "{e}");
+    let e = load(&p, &["seed".into()]).unwrap_err().to_string();
+    assert!(e.contains("expected KEY=VALUE"), "{e}");
+}
+
+#[test]
+fn every_shipped_config_resolves() {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for entry in fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected the shipped configs, found {n}");
+}

@@ -1,0 +1,98 @@
+//! In-memory image sets (u8, CHW) behind burn-dataset's `Dataset` trait.
+
+use burn::data::dataset::{Dataset, DatasetError};
+use sha2::{Digest, Sha256};
+
+/// One image and its label (0 for OOD sets and outliers, where it is unused).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageItem {
+    /// CHW, u8.
+    pub image: Vec<u8>,
+    pub label: usize,
+}
+
+/// A set of equally sized RGB images, stored contiguously as u8 CHW.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSet {
+    pub name: String,
+    pub images: Vec<u8>,
+    pub labels: Vec<usize>,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageSet {
+    pub fn new(
+        name: &str,
+        images: Vec<u8>,
+        labels: Vec<usize>,
+        height: usize,
+        width: usize,
+    ) -> Self {
+        assert_eq!(
+            images.len(),
+            labels.len() * 3 * height * width,
+            "{name}: one CHW image per label"
+        );
+        Self {
+            name: name.to_owned(),
+            images,
+            labels,
+            height,
+            width,
+        }
+    }
+
+    pub fn pixels_per_image(&self) -> usize {
+        3 * self.height * self.width
+    }
+
+    pub fn image(&self, index: usize) -> &[u8] {
+        let n = self.pixels_per_image();
+        &self.images[index * n..(index + 1) * n]
+    }
+
+    /// SHA-256 over labels and pixels: the set's identity in a run manifest.
+    pub fn content_hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update((self.height as u64).to_le_bytes());
+        h.update((self.width as u64).to_le_bytes());
+        for l in &self.labels {
+            h.update((*l as u64).to_le_bytes());
+        }
+        h.update(&self.images);
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Save image `index` as PNG (for looking at the data).
+    pub fn save_png(&self, index: usize, path: &std::path::Path) -> image::ImageResult<()> {
+        let (h, w) = (self.height, self.width);
+        let chw = self.image(index);
+        let mut img = image::RgbImage::new(w as u32, h as u32);
+        for y in 0..h {
+            for x in 0..w {
+                let p = [
+                    chw[y * w + x],
+                    chw[h * w + y * w + x],
+                    chw[2 * h * w + y * w + x],
+                ];
+                img.put_pixel(x as u32, y as u32, image::Rgb(p));
+            }
+        }
+        img.save(path)
+    }
+}
+
+impl Dataset<ImageItem> for ImageSet {
+    /// Panics when `index >= len()`, as the trait documents; in memory, nothing else can fail.
+    fn get(&self, index: usize) -> Result<ImageItem, DatasetError> {
+        Ok(ImageItem {
+            image: self.image(index).to_vec(),
+            label: self.labels[index],
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+}

@@ -1,0 +1,253 @@
+//! Evaluation of cached outputs and the `results.json` / `results.md` tables.
+//!
+//! `results.json` is public interface:
+//! `{"id_accuracy": f, "postprocessors": {"<name>": {"datasets": {"<ood set>": {"group":
+//! "near"|"far", "auroc": f, "fpr95": f, "aupr_in": f, "aupr_out": f}}, "near": {..means},
+//! "far": {..means}}}}`, every metric a fraction in [0, 1]. Near/far rows are unweighted means
+//! over the sets of the group (OpenOOD v1.5, METHODS §8.6).
+
+use crate::metrics::{OodMetrics, accuracy, ood_metrics};
+use crate::postprocess::{Logits, scores};
+use oodforge_core::Group;
+use oodforge_core::config::PostprocessorConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One OOD test set's cached outputs.
+#[derive(Debug, Clone)]
+pub struct OodOutputs {
+    pub name: String,
+    pub group: Group,
+    pub logits: Logits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetResult {
+    pub group: Group,
+    #[serde(flatten)]
+    pub metrics: OodMetrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostprocessorResults {
+    pub datasets: BTreeMap<String, DatasetResult>,
+    pub near: Option<OodMetrics>,
+    pub far: Option<OodMetrics>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub id_accuracy: f64,
+    pub postprocessors: BTreeMap<String, PostprocessorResults>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(
+        "{dataset}: {count} non-finite logits (NaN or infinity); the model diverged, so no OOD metric is meaningful"
+    )]
+    NonFinite { dataset: String, count: usize },
+    #[error("{dataset}: logits have {got} classes, the ID test set has {expected}")]
+    ClassMismatch {
+        dataset: String,
+        got: usize,
+        expected: usize,
+    },
+    #[error("{dataset}: empty dataset")]
+    Empty { dataset: String },
+    #[error("ID test set: {labels} labels for {rows} logit rows")]
+    LabelCount { labels: usize, rows: usize },
+}
+
+fn check(name: &str, logits: &Logits, classes: usize) -> Result<(), EvalError> {
+    if logits.is_empty() {
+        return Err(EvalError::Empty {
+            dataset: name.to_owned(),
+        });
+    }
+    if logits.num_classes != classes {
+        return Err(EvalError::ClassMismatch {
+            dataset: name.to_owned(),
+            got: logits.num_classes,
+            expected: classes,
+        });
+    }
+    let bad = logits.data.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(EvalError::NonFinite {
+            dataset: name.to_owned(),
+            count: bad,
+        });
+    }
+    Ok(())
+}
+
+/// Score the ID test set and every OOD set with every post-processor; OpenOOD metrics per set.
+pub fn evaluate(
+    id_logits: &Logits,
+    id_labels: &[usize],
+    ood: &[OodOutputs],
+    postprocessors: &[PostprocessorConfig],
+) -> Result<Results, EvalError> {
+    check("ID test", id_logits, id_logits.num_classes)?;
+    if id_labels.len() != id_logits.len() {
+        return Err(EvalError::LabelCount {
+            labels: id_labels.len(),
+            rows: id_logits.len(),
+        });
+    }
+    for set in ood {
+        check(&set.name, &set.logits, id_logits.num_classes)?;
+    }
+    let id_accuracy = accuracy(&id_logits.argmax(), id_labels);
+    let mut out = BTreeMap::new();
+    for pp in postprocessors {
+        let conf_id = scores(pp, id_logits);
+        let mut datasets = BTreeMap::new();
+        for set in ood {
+            let conf_ood = scores(pp, &set.logits);
+            datasets.insert(
+                set.name.clone(),
+                DatasetResult {
+                    group: set.group,
+                    metrics: ood_metrics(&conf_id, &conf_ood),
+                },
+            );
+        }
+        let near = group_mean(&datasets, Group::Near);
+        let far = group_mean(&datasets, Group::Far);
+        out.insert(
+            pp.label().to_owned(),
+            PostprocessorResults {
+                datasets,
+                near,
+                far,
+            },
+        );
+    }
+    Ok(Results {
+        id_accuracy,
+        postprocessors: out,
+    })
+}
+
+fn group_mean(datasets: &BTreeMap<String, DatasetResult>, group: Group) -> Option<OodMetrics> {
+    let members: Vec<&OodMetrics> = datasets
+        .values()
+        .filter(|d| d.group == group)
+        .map(|d| &d.metrics)
+        .collect();
+    if members.is_empty() {
+        return None;
+    }
+    let n = members.len() as f64;
+    let mean = |f: fn(&OodMetrics) -> f64| members.iter().map(|m| f(m)).sum::<f64>() / n;
+    Some(OodMetrics {
+        auroc: mean(|m| m.auroc),
+        fpr95: mean(|m| m.fpr95),
+        aupr_in: mean(|m| m.aupr_in),
+        aupr_out: mean(|m| m.aupr_out),
+    })
+}
+
+impl Results {
+    /// The table as Markdown, numbers in percent (as OpenOOD prints them).
+    pub fn to_markdown(&self, title: &str) -> String {
+        let mut s = format!(
+            "# {title}\n\nID accuracy: {:.2}%\n\n",
+            100.0 * self.id_accuracy
+        );
+        s.push_str(
+            "| postprocessor | OOD set | group | AUROC ↑ | FPR@95 ↓ | AUPR-In ↑ | AUPR-Out ↑ |\n",
+        );
+        s.push_str("|---|---|---|---:|---:|---:|---:|\n");
+        let row = |s: &mut String, pp: &str, set: &str, group: &str, m: &OodMetrics| {
+            s.push_str(&format!(
+                "| {pp} | {set} | {group} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                100.0 * m.auroc,
+                100.0 * m.fpr95,
+                100.0 * m.aupr_in,
+                100.0 * m.aupr_out
+            ));
+        };
+        for (pp, r) in &self.postprocessors {
+            for group in [Group::Near, Group::Far] {
+                for (name, d) in r.datasets.iter().filter(|(_, d)| d.group == group) {
+                    row(&mut s, pp, name, group.as_str(), &d.metrics);
+                }
+                let mean = if group == Group::Near {
+                    &r.near
+                } else {
+                    &r.far
+                };
+                if let Some(m) = mean {
+                    row(
+                        &mut s,
+                        pp,
+                        &format!("**{} mean**", group.as_str()),
+                        group.as_str(),
+                        m,
+                    );
+                }
+            }
+        }
+        s.push_str(
+            "\nMetrics: OpenOOD v1.5 conventions (OOD positive; FPR@95 = share of ID flagged OOD at 95% OOD recall; trapezoid AUPR).\n",
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits(rows: &[[f32; 3]]) -> Logits {
+        Logits::new(rows.iter().flatten().copied().collect(), 3)
+    }
+
+    #[test]
+    fn evaluate_reports_accuracy_sets_and_group_means() {
+        let id = logits(&[
+            [5.0, 0.0, 0.0],
+            [0.0, 4.0, 0.0],
+            [0.0, 0.0, 6.0],
+            [3.0, 0.0, 0.0],
+        ]);
+        let labels = [0, 1, 2, 1];
+        let near = OodOutputs {
+            name: "a".into(),
+            group: Group::Near,
+            logits: logits(&[[1.0, 1.0, 1.0], [4.5, 0.0, 0.0]]),
+        };
+        let far = OodOutputs {
+            name: "b".into(),
+            group: Group::Far,
+            logits: logits(&[[0.0, 0.0, 0.0]]),
+        };
+        let pps = [PostprocessorConfig::MaxLogit {}];
+        let r = evaluate(&id, &labels, &[near, far], &pps).unwrap();
+        assert_eq!(r.id_accuracy, 0.75);
+        let ml = &r.postprocessors["maxlogit"];
+        // ID max logits 5,4,6,3; set a: 1 and 4.5 -> pairs won: 1 beats all 4, 4.5 beats 2 of 4.
+        assert_eq!(ml.datasets["a"].metrics.auroc, 6.0 / 8.0);
+        assert_eq!(ml.datasets["b"].metrics.auroc, 1.0);
+        assert_eq!(ml.near.unwrap().auroc, 0.75);
+        assert_eq!(ml.far.unwrap().auroc, 1.0);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["postprocessors"]["maxlogit"]["datasets"]["a"]["group"],
+            "near"
+        );
+        assert_eq!(json["postprocessors"]["maxlogit"]["near"]["auroc"], 0.75);
+        let md = r.to_markdown("t");
+        assert!(md.contains("| maxlogit | a | near | 75.00 |"), "{md}");
+    }
+
+    #[test]
+    fn non_finite_logits_are_an_error_not_a_number() {
+        let id = logits(&[[f32::NAN, 0.0, 0.0]]);
+        let e = evaluate(&id, &[0], &[], &[PostprocessorConfig::Msp {}]).unwrap_err();
+        assert!(e.to_string().contains("non-finite"), "{e}");
+    }
+}

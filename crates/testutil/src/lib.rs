@@ -1,0 +1,104 @@
+//! Golden fixtures (`../shared/fixtures/golden`, or `$OODFORGE_GOLDEN_DIR`): the numbers the
+//! official PyTorch/NumPy code produced on fixed inputs. Arrays are stored as
+//! `{"shape", "dtype", "data"}` with non-finite floats as the strings "NaN", "Infinity",
+//! "-Infinity" (see the fixtures' README). A fixture that cannot be read or parsed panics, which
+//! fails the test: a golden test must never pass by finding nothing.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// The golden fixture directory.
+pub fn golden_dir() -> PathBuf {
+    match std::env::var_os("OODFORGE_GOLDEN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/golden"),
+    }
+}
+
+/// Every fixture file whose name ends with `suffix` (e.g. `_openood_metrics.json`), parsed.
+/// Panics when there is none, so a moved fixture directory fails loudly.
+pub fn golden_files(suffix: &str) -> Vec<(String, Value)> {
+    let dir = golden_dir();
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("golden fixture directory {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("readable directory entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(suffix) {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: not valid JSON: {e}", path.display()));
+            out.push((name, value));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(
+        !out.is_empty(),
+        "no golden fixture matching *{suffix} in {}",
+        dir.display()
+    );
+    out
+}
+
+/// A number, accepting the non-finite string spellings.
+pub fn num(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => n.as_f64().expect("finite JSON number"),
+        Value::String(s) if s == "NaN" => f64::NAN,
+        Value::String(s) if s == "Infinity" => f64::INFINITY,
+        Value::String(s) if s == "-Infinity" => f64::NEG_INFINITY,
+        other => panic!("expected a number, found {other}"),
+    }
+}
+
+/// A stored array: (shape, flat row-major data as f64).
+pub fn array(v: &Value) -> (Vec<usize>, Vec<f64>) {
+    let shape = v["shape"]
+        .as_array()
+        .unwrap_or_else(|| panic!("array without shape: {v}"))
+        .iter()
+        .map(|d| d.as_u64().expect("integer dimension") as usize)
+        .collect::<Vec<_>>();
+    let data: Vec<f64> = v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("array without data: {v}"))
+        .iter()
+        .map(num)
+        .collect();
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "shape and data disagree"
+    );
+    (shape, data)
+}
+
+/// `|a - b| <= atol + rtol * |b|`, NaN equal to NaN, same-signed infinities equal.
+pub fn close(a: f64, b: f64, rtol: f64, atol: f64) -> bool {
+    if a.is_nan() || b.is_nan() {
+        return a.is_nan() && b.is_nan();
+    }
+    if a.is_infinite() || b.is_infinite() {
+        return a == b;
+    }
+    (a - b).abs() <= atol + rtol * b.abs()
+}
+
+/// Assert element-wise closeness with a message naming the case and the first bad index.
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs expected {}",
+        got.len(),
+        want.len()
+    );
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            close(*g, *w, rtol, atol),
+            "{what}[{i}]: got {g:e}, expected {w:e} (rtol {rtol:e}, atol {atol:e})"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! Checkpoints: `checkpoints/epoch-NNNN/{model.bpk, optim.bpk, state.json}`.
+//!
+//! A checkpoint is written into a hidden temporary folder, every file flushed to disk, and the
+//! folder then renamed into place, so a crash mid-write leaves the previous checkpoint intact
+//! and never a half-written one under a real name. The random state needs no bytes of its own:
+//! every stream is keyed by (seed, epoch, step) (`oodforge_core::rng`), so `state.json`'s seed
+//! and position are the RNG state.
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use oodforge_data::Normalizer;
+use oodforge_models::Classifier;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Bumped when the layout changes; a checkpoint of another format is refused with a message.
+pub const FORMAT: u32 = 1;
+
+/// Everything of a checkpoint that is not a tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    pub format: u32,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimiser steps completed (the schedule position).
+    pub step: usize,
+    pub seed: u64,
+    /// Hash of the resolved config the run was started with.
+    pub config_hash: String,
+    pub normalizer: Normalizer,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read checkpoint tensors: {message}")]
+    Record { path: PathBuf, message: String },
+    #[error("{path}: invalid checkpoint state: {message}")]
+    State { path: PathBuf, message: String },
+    #[error("{dir}: no checkpoint found (expected folders named epoch-NNNN)")]
+    NoCheckpoint { dir: PathBuf },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write `bytes` to `path` and flush them to the disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let mut f = fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Write a file atomically: a temporary sibling, flushed, then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+pub fn checkpoint_name(epoch: usize) -> String {
+    format!("epoch-{epoch:04}")
+}
+
+/// Save a checkpoint for `state.epoch` under `dir`; returns its folder.
+pub fn save(
+    dir: &Path,
+    model: &Classifier,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<PathBuf, CheckpointError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = checkpoint_name(state.epoch);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    fs::create_dir(&tmp).map_err(io(&tmp))?;
+
+    let record = |path: &Path, e: burn::store::RecordError| CheckpointError::Record {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let model_path = tmp.join("model.bpk");
+    // `valid()` first: it folds the pending BatchNorm running statistics (burn's `RunningState`
+    // keeps each update aside until synced) into the values a record reads. Recording the
+    // training module directly saves statistics one update behind.
+    let bytes = model
+        .valid()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| record(&model_path, e))?;
+    write_synced(&model_path, &bytes)?;
+    let optim_path = tmp.join("optim.bpk");
+    let bytes = optim.into_bytes().map_err(|e| record(&optim_path, e))?;
+    write_synced(&optim_path, &bytes)?;
+    let state_path = tmp.join("state.json");
+    let json = serde_json::to_vec_pretty(state).expect("TrainState serializes");
+    write_synced(&state_path, &json)?;
+
+    let target = dir.join(&name);
+    let old = dir.join(format!(".{name}.old"));
+    if target.exists() {
+        fs::rename(&target, &old).map_err(io(&target))?;
+    }
+    fs::rename(&tmp, &target).map_err(io(&target))?;
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    // Make the rename itself durable.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(target)
+}
+
+/// The checkpoint with the highest epoch under `dir`, if any.
+pub fn latest(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let mut best: Option<(usize, PathBuf)> = None;
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let epoch = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("epoch-"))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(e) = epoch
+            && path.join("state.json").is_file()
+            && best.as_ref().is_none_or(|(b, _)| e > *b)
+        {
+            best = Some((e, path));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+pub fn load_state(ckpt: &Path) -> Result<TrainState, CheckpointError> {
+    let path = ckpt.join("state.json");
+    let text = fs::read_to_string(&path).map_err(io(&path))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| CheckpointError::State {
+        path: path.clone(),
+        message: format!("line {} column {}: {e}", e.line(), e.column()),
+    })?;
+    if state.format != FORMAT {
+        return Err(CheckpointError::State {
+            path,
+            message: format!(
+                "checkpoint format {} is not supported by this build (expected {FORMAT})",
+                state.format
+            ),
+        });
+    }
+    Ok(state)
+}
+
+/// Load the model tensors of a checkpoint into `model` (whose shapes come from the config).
+pub fn load_model(ckpt: &Path, model: Classifier) -> Result<Classifier, CheckpointError> {
+    let path = ckpt.join("model.bpk");
+    let err = |e: burn::store::RecordError| CheckpointError::Record {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let record = ModuleRecord::load(&path).map_err(err)?;
+    model.try_load_record(record).map_err(err)
+}
+
+pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer, CheckpointError> {
+    let path = ckpt.join("optim.bpk");
+    optim.load(&path).map_err(|e| CheckpointError::Record {
+        path: path.clone(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,37 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] oodforge_core::ConfigError),
+    #[error(transparent)]
+    Backend(#[from] oodforge_core::BackendError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Eval(#[from] oodforge_eval::EvalError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{path} already holds a run (it has {what}); nothing was overwritten\n  hint: `train --resume {path}` continues it, `--out DIR` starts a new run elsewhere"
+    )]
+    RunExists { path: PathBuf, what: String },
+    #[error("{path}: {message}")]
+    Resume { path: PathBuf, message: String },
+    #[error(
+        "the loss became {value} at epoch {epoch}, step {step}; training stopped (the last good checkpoint is kept)\n  hint: lower optim.lr or check the data"
+    )]
+    NonFiniteLoss {
+        epoch: usize,
+        step: usize,
+        value: f32,
+    },
+    #[error("{path}: the run has no finished checkpoint to evaluate")]
+    NothingToEvaluate { path: PathBuf },
+}

@@ -1,0 +1,12 @@
+//! oodforge training: the loop, schedules, checkpoints, run folders and evaluation of runs.
+
+pub mod checkpoint;
+pub mod error;
+pub mod evaluate;
+pub mod run;
+pub mod schedule;
+pub mod trainer;
+
+pub use error::TrainError;
+pub use evaluate::evaluate_run;
+pub use trainer::{TrainOptions, TrainOutcome, resume, train};

@@ -1,0 +1,146 @@
+//! The run folder: `resolved.toml`, `manifest.json`, `metrics.jsonl`, `checkpoints/`,
+//! `results.md`, `results.json`. Default location `runs/<config name>/<hash8>/s<seed>/`.
+
+use crate::checkpoint::write_atomic;
+use crate::error::TrainError;
+use oodforge_data::Normalizer;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const RESOLVED: &str = "resolved.toml";
+pub const MANIFEST: &str = "manifest.json";
+pub const METRICS: &str = "metrics.jsonl";
+pub const CHECKPOINTS: &str = "checkpoints";
+pub const RESULTS_JSON: &str = "results.json";
+pub const RESULTS_MD: &str = "results.md";
+
+/// `runs/<name>/<hash8>/s<seed>`.
+pub fn default_dir(root: &Path, name: &str, hash8: &str, seed: u64) -> PathBuf {
+    root.join(name).join(hash8).join(format!("s{seed}"))
+}
+
+/// Identity of one dataset the run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetEntry {
+    pub name: String,
+    /// `train`, `test`, `ood/near`, `ood/far` or `outliers`.
+    pub role: String,
+    pub count: usize,
+    pub sha256: String,
+}
+
+/// One start of the training process on this run (the first, then each resume).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub started_unix: u64,
+    pub from_epoch: usize,
+    pub backend: String,
+    pub adapter: String,
+    pub command: Vec<String>,
+}
+
+/// Provenance of every number of the run (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub oodforge_version: String,
+    pub burn_version: String,
+    pub git_commit: Option<String>,
+    pub config_name: String,
+    pub config_source: String,
+    pub config_hash: String,
+    pub seed: u64,
+    pub backend: String,
+    pub adapter: String,
+    /// Why `auto` chose the backend (empty for an explicit choice).
+    pub backend_reason: String,
+    pub datasets: Vec<DatasetEntry>,
+    pub normalizer: Normalizer,
+    pub parameters: usize,
+    pub sessions: Vec<Session>,
+    pub epochs_completed: usize,
+    pub steps_completed: usize,
+    /// Mean training throughput of the last session.
+    pub train_images_per_s: Option<f64>,
+    /// Peak resident memory of the process (Linux `VmHWM`), MiB.
+    pub peak_rss_mib: Option<f64>,
+    pub finished_unix: Option<u64>,
+}
+
+impl Manifest {
+    pub fn read(dir: &Path) -> Result<Self, TrainError> {
+        let path = dir.join(MANIFEST);
+        let text = fs::read_to_string(&path).map_err(|source| TrainError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Corrupt {
+            path,
+            message: format!("line {} column {}: {e}", e.line(), e.column()),
+        })
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), TrainError> {
+        let json = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        write_atomic(&dir.join(MANIFEST), &json).map_err(TrainError::from)
+    }
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The commit of the working directory's git checkout, if there is one.
+pub fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Peak resident set size in MiB (Linux only).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Appends JSON lines to `metrics.jsonl`, flushing each one so a crash loses nothing logged.
+pub struct MetricsLog {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    pub fn open(dir: &Path) -> Result<Self, TrainError> {
+        let path = dir.join(METRICS);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| TrainError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self { file, path })
+    }
+
+    pub fn write(&mut self, value: &serde_json::Value) -> Result<(), TrainError> {
+        let mut line = serde_json::to_vec(value).expect("JSON value serializes");
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.flush())
+            .map_err(|source| TrainError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,390 @@
+//! The training loop. It reads top to bottom: backend, run folder, data, model, optimiser,
+//! (checkpoint), epochs of steps, checkpoints, evaluation. It holds no method logic: the
+//! objective is one call.
+
+use crate::checkpoint::{self, TrainState};
+use crate::error::TrainError;
+use crate::evaluate::{evaluate_model, write_results};
+use crate::run::{self, DatasetEntry, Manifest, MetricsLog, Session};
+use crate::schedule::Schedule;
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Int, Tensor, TensorData};
+use oodforge_core::config::{self, BackendChoice, ExperimentConfig, OptimConfig, ResolvedConfig};
+use oodforge_core::rng::{Purpose, derived_seed};
+use oodforge_core::{Group, backend};
+use oodforge_data::{Datasets, epoch_batches, steps_per_epoch, train_batch};
+use oodforge_eval::Results;
+use oodforge_losses::Objective;
+use oodforge_models::Classifier;
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tracing::info;
+
+/// Command-line choices that are not part of the experiment (and so not of its hash).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Overrides the config's `backend`.
+    pub backend: Option<BackendChoice>,
+    /// Run folder; default `<runs_root>/<name>/<hash8>/s<seed>`.
+    pub out: Option<PathBuf>,
+    /// Root of default run folders (`runs`).
+    pub runs_root: PathBuf,
+    /// Stop after this many epochs of this session, leaving a resumable checkpoint.
+    pub stop_after: Option<usize>,
+    /// Show an indicatif progress bar (only ever on a terminal).
+    pub progress: bool,
+    /// The command line, for the manifest.
+    pub command: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    /// All configured epochs are done.
+    pub finished: bool,
+    pub results: Option<Results>,
+}
+
+/// Start a new run.
+pub fn train(resolved: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+    let cfg = &resolved.config;
+    let dir = opts.out.clone().unwrap_or_else(|| {
+        run::default_dir(&opts.runs_root, &cfg.name, resolved.hash8(), cfg.seed)
+    });
+    refuse_existing_run(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(|source| TrainError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    checkpoint::write_atomic(&dir.join(run::RESOLVED), resolved.text.as_bytes())?;
+    execute(resolved, &dir, None, opts)
+}
+
+/// Continue the run in `dir` from its last checkpoint.
+pub fn resume(dir: &Path, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+    let resolved = read_resolved(dir)?;
+    let ckpt =
+        checkpoint::latest(&dir.join(run::CHECKPOINTS))?.ok_or_else(|| TrainError::Resume {
+            path: dir.to_path_buf(),
+            message: "no checkpoint to resume from (none was written yet)".into(),
+        })?;
+    execute(&resolved, dir, Some(ckpt), opts)
+}
+
+/// The resolved config saved in a run folder.
+pub fn read_resolved(dir: &Path) -> Result<ResolvedConfig, TrainError> {
+    let path = dir.join(run::RESOLVED);
+    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let cfg: ExperimentConfig = toml::from_str(&text).map_err(|e| TrainError::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(config::resolve(cfg, &path)?)
+}
+
+fn refuse_existing_run(dir: &Path) -> Result<(), TrainError> {
+    for (name, what) in [
+        (run::CHECKPOINTS, "checkpoints"),
+        (run::METRICS, "a metrics log"),
+        (run::RESULTS_JSON, "results"),
+    ] {
+        if dir.join(name).exists() {
+            return Err(TrainError::RunExists {
+                path: dir.to_path_buf(),
+                what: what.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn sgd(config: &OptimConfig) -> ModuleOptimizer {
+    match config {
+        // torch.optim.SGD semantics: no dampening; decay added to the gradient before momentum.
+        OptimConfig::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+            ..
+        } => SgdConfig::new()
+            .with_momentum((*momentum > 0.0).then(|| MomentumConfig {
+                momentum: *momentum,
+                dampening: 0.0,
+                nesterov: *nesterov,
+            }))
+            .with_weight_decay((*weight_decay > 0.0).then(|| WeightDecayConfig {
+                penalty: *weight_decay as f32,
+            }))
+            .init(),
+    }
+}
+
+fn dataset_entries(data: &Datasets) -> Vec<DatasetEntry> {
+    let entry = |set: &oodforge_data::ImageSet, role: &str| DatasetEntry {
+        name: set.name.clone(),
+        role: role.to_owned(),
+        count: set.labels.len(),
+        sha256: set.content_hash(),
+    };
+    let mut out = vec![entry(&data.train, "train"), entry(&data.test, "test")];
+    for (set, group) in &data.ood {
+        out.push(entry(
+            set,
+            if *group == Group::Near {
+                "ood/near"
+            } else {
+                "ood/far"
+            },
+        ));
+    }
+    out.push(entry(&data.outliers, "outliers"));
+    out
+}
+
+fn execute(
+    resolved: &ResolvedConfig,
+    dir: &Path,
+    resume_from: Option<PathBuf>,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome, TrainError> {
+    let cfg = &resolved.config;
+    let selected = backend::select(opts.backend.unwrap_or(cfg.backend))?;
+    info!(backend = selected.name, adapter = %selected.adapter, "compute backend");
+    if !selected.reason.is_empty() {
+        info!("backend auto: {}", selected.reason);
+    }
+
+    let data = Datasets::load(&cfg.data);
+    let device = selected.device.clone().autodiff();
+    device.seed(derived_seed(cfg.seed, Purpose::Init, 0, 0));
+    let mut model = Classifier::new(&cfg.model, data.num_classes, &device);
+    let mut optim = sgd(&cfg.optim);
+    let objective = Objective::from_config(&cfg.objective);
+
+    let mut norm = data.normalizer(&cfg.data);
+    let (mut epoch, mut step) = (0usize, 0usize);
+    if let Some(ckpt) = &resume_from {
+        let state = checkpoint::load_state(ckpt)?;
+        if state.config_hash != resolved.hash {
+            return Err(TrainError::Resume {
+                path: ckpt.clone(),
+                message: format!(
+                    "checkpoint was written for config {} but {} now hashes to {}; the config was edited after the run started",
+                    &state.config_hash[..8],
+                    run::RESOLVED,
+                    resolved.hash8()
+                ),
+            });
+        }
+        model = checkpoint::load_model(ckpt, model)?;
+        optim = checkpoint::load_optim(ckpt, optim)?;
+        (epoch, step, norm) = (state.epoch, state.step, state.normalizer);
+        info!(checkpoint = %ckpt.display(), epoch, step, "resumed");
+    }
+
+    let session = Session {
+        started_unix: run::now_unix(),
+        from_epoch: epoch,
+        backend: selected.name.into(),
+        adapter: selected.adapter.clone(),
+        command: opts.command.clone(),
+    };
+    let mut manifest = match resume_from {
+        Some(_) => {
+            let mut m = Manifest::read(dir)?;
+            m.sessions.push(session);
+            m
+        }
+        None => Manifest {
+            oodforge_version: env!("CARGO_PKG_VERSION").into(),
+            burn_version: "0.22.1".into(),
+            git_commit: run::git_commit(),
+            config_name: cfg.name.clone(),
+            config_source: resolved.source.display().to_string(),
+            config_hash: resolved.hash.clone(),
+            seed: cfg.seed,
+            backend: selected.name.into(),
+            adapter: selected.adapter.clone(),
+            backend_reason: selected.reason.clone(),
+            datasets: dataset_entries(&data),
+            normalizer: norm,
+            parameters: model.num_trainable_params(),
+            sessions: vec![session],
+            epochs_completed: 0,
+            steps_completed: 0,
+            train_images_per_s: None,
+            peak_rss_mib: None,
+            finished_unix: None,
+        },
+    };
+    manifest.write(dir)?;
+    let mut log = MetricsLog::open(dir)?;
+
+    let epochs = cfg.train.epochs;
+    let batch_size = cfg.data.batch_size;
+    let per_epoch = steps_per_epoch(data.train.labels.len(), batch_size);
+    let schedule = Schedule {
+        kind: cfg.train.lr_schedule,
+        base: cfg.optim.base_lr(),
+        min: cfg.train.min_lr,
+        total_steps: epochs * per_epoch,
+        warmup_steps: cfg.train.warmup_epochs * per_epoch,
+    };
+    let last_epoch = opts.stop_after.map_or(epochs, |k| (epoch + k).min(epochs));
+    let ckpt_dir = dir.join(run::CHECKPOINTS);
+    let started = Instant::now();
+    let mut images_seen = 0usize;
+    info!(epochs, steps_per_epoch = per_epoch, params = manifest.parameters, run = %dir.display(), "training");
+
+    while epoch < last_epoch {
+        let bar = progress_bar(opts.progress, per_epoch, epoch, epochs);
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        for indices in epoch_batches(data.train.labels.len(), batch_size, cfg.seed, epoch) {
+            let lr = schedule.lr(step);
+            let batch = train_batch(
+                &data.train,
+                &indices,
+                &cfg.data.augment,
+                &norm,
+                cfg.seed,
+                epoch,
+                step,
+            );
+            let n = batch.labels.len();
+            let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
+            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
+
+            let output = model.forward(x);
+            let loss = objective.loss(&output, y.clone());
+            let hits = output
+                .logits
+                .clone()
+                .argmax(1)
+                .reshape([n])
+                .equal(y)
+                .int()
+                .sum();
+            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+            model = optim.step(lr, model, grads);
+
+            let loss_value = scalar(loss.total.clone());
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    epoch,
+                    step,
+                    value: loss_value,
+                });
+            }
+            loss_sum += f64::from(loss_value) * n as f64;
+            correct += scalar(hits.float()) as usize;
+            seen += n;
+            step += 1;
+            if step % cfg.train.log_every == 0 {
+                let mut line = json!({
+                    "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss_value,
+                    "images_per_s": seen as f64 / epoch_start.elapsed().as_secs_f64(),
+                });
+                for (name, term) in &loss.terms {
+                    line[*name] = json!(scalar(term.clone()));
+                }
+                log.write(&line)?;
+            }
+            if let Some(bar) = &bar {
+                bar.set_message(format!("loss {loss_value:.4} lr {lr:.4}"));
+                bar.inc(1);
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        epoch += 1;
+        images_seen += seen;
+        let secs = epoch_start.elapsed().as_secs_f64();
+        let (mean_loss, acc, ips) = (
+            loss_sum / seen as f64,
+            correct as f64 / seen as f64,
+            seen as f64 / secs,
+        );
+        log.write(&json!({
+            "kind": "epoch", "epoch": epoch, "step": step, "lr": schedule.lr(step.saturating_sub(1)),
+            "loss": mean_loss, "train_accuracy": acc, "images_per_s": ips, "seconds": secs,
+        }))?;
+        info!(
+            "epoch {epoch}/{epochs}: loss {mean_loss:.4}, train accuracy {:.2}%, {ips:.1} images/s",
+            100.0 * acc
+        );
+
+        if epoch % cfg.train.checkpoint_every == 0 || epoch == last_epoch {
+            let state = TrainState {
+                format: checkpoint::FORMAT,
+                epoch,
+                step,
+                seed: cfg.seed,
+                config_hash: resolved.hash.clone(),
+                normalizer: norm,
+            };
+            let path = checkpoint::save(&ckpt_dir, &model, &optim, &state)?;
+            manifest.epochs_completed = epoch;
+            manifest.steps_completed = step;
+            manifest.write(dir)?;
+            info!(checkpoint = %path.display(), "checkpoint written");
+        }
+    }
+
+    let finished = epoch >= epochs;
+    if images_seen > 0 {
+        manifest.train_images_per_s = Some(images_seen as f64 / started.elapsed().as_secs_f64());
+    }
+    manifest.peak_rss_mib = run::peak_rss_mib();
+    if finished {
+        manifest.finished_unix = Some(run::now_unix());
+    }
+    manifest.write(dir)?;
+
+    let results = if finished && cfg.eval.after_training {
+        let model = model.valid();
+        let results = evaluate_model(&model, &data, &norm, cfg, &selected.device)?;
+        write_results(dir, &cfg.name, &results)?;
+        Some(results)
+    } else {
+        None
+    };
+    Ok(TrainOutcome {
+        run_dir: dir.to_path_buf(),
+        finished,
+        results,
+    })
+}
+
+fn scalar(t: Tensor<1>) -> f32 {
+    t.into_data().try_to_vec::<f32>().expect("a float scalar")[0]
+}
+
+fn progress_bar(
+    enabled: bool,
+    steps: usize,
+    epoch: usize,
+    epochs: usize,
+) -> Option<indicatif::ProgressBar> {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+    Some(bar)
+}

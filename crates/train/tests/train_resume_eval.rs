@@ -1,0 +1,243 @@
+//! End-to-end runs on tiny generated data: the run folder's files, stopping and resuming, and
+//! `eval` of a finished run.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfig};
+use oodforge_models::Classifier;
+use oodforge_train::{TrainError, TrainOptions, checkpoint, evaluate_run, resume, train};
+use std::path::Path;
+
+fn tiny(epochs: usize) -> ResolvedConfig {
+    let text = format!(
+        r#"
+name = "tiny"
+seed = 5
+backend = "flex"
+[data]
+batch_size = 16
+eval_batch_size = 32
+[data.source]
+kind = "synthetic"
+num_classes = 3
+train_per_class = 20
+test_per_class = 10
+ood_per_set = 12
+outliers = 4
+[model]
+backbone = "resnet10"
+width = 4
+[train]
+epochs = {epochs}
+checkpoint_every = 1
+log_every = 2
+"#
+    );
+    let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+    config::resolve(cfg, Path::new("tiny.toml")).unwrap()
+}
+
+fn opts(out: &Path) -> TrainOptions {
+    TrainOptions {
+        out: Some(out.to_path_buf()),
+        backend: Some(BackendChoice::Flex),
+        ..Default::default()
+    }
+}
+
+struct Collect(Vec<f32>);
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0
+            .extend(param.val().into_data().try_to_vec::<f32>().unwrap());
+    }
+}
+
+/// Every float tensor of the last checkpoint (weights and BatchNorm running statistics).
+fn final_weights(run: &Path, cfg: &ResolvedConfig) -> Vec<f32> {
+    let ckpt = checkpoint::latest(&run.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let model = Classifier::new(&cfg.config.model, 3, &Device::flex());
+    let model = checkpoint::load_model(&ckpt, model).unwrap();
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
+#[test]
+fn stopping_and_resuming_gives_the_same_weights_as_training_straight() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(4);
+    let straight = dir.path().join("straight");
+    let out = train(&cfg, &opts(&straight)).unwrap();
+    assert!(out.finished && out.results.is_some());
+
+    let split = dir.path().join("split");
+    let first = train(
+        &cfg,
+        &TrainOptions {
+            stop_after: Some(2),
+            ..opts(&split)
+        },
+    )
+    .unwrap();
+    assert!(!first.finished && first.results.is_none());
+    assert_eq!(
+        checkpoint::load_state(
+            &checkpoint::latest(&split.join("checkpoints"))
+                .unwrap()
+                .unwrap()
+        )
+        .unwrap()
+        .epoch,
+        2
+    );
+    let second = resume(&split, &opts(&split)).unwrap();
+    assert!(second.finished);
+
+    let a = final_weights(&straight, &cfg);
+    let b = final_weights(&split, &cfg);
+    assert!(a.len() > 1000);
+    assert_eq!(a, b, "resumed training diverged from straight training");
+    // Not vacuous: training moved the weights away from a fresh initialisation.
+    let fresh = {
+        let mut c = Collect(Vec::new());
+        Classifier::new(&cfg.config.model, 3, &Device::flex()).visit(&mut c);
+        c.0
+    };
+    assert_ne!(a, fresh);
+    // Same results table, and the manifest records both sessions.
+    let ra = std::fs::read_to_string(straight.join("results.json")).unwrap();
+    let rb = std::fs::read_to_string(split.join("results.json")).unwrap();
+    assert_eq!(ra, rb);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(split.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["sessions"].as_array().unwrap().len(), 2);
+    assert_eq!(manifest["sessions"][1]["from_epoch"], 2);
+}
+
+#[test]
+fn run_folder_has_every_file_and_eval_reproduces_the_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(2);
+    let run = dir.path().join("run");
+    let out = train(&cfg, &opts(&run)).unwrap();
+    for f in [
+        "resolved.toml",
+        "manifest.json",
+        "metrics.jsonl",
+        "results.json",
+        "results.md",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    assert!(run.join("checkpoints/epoch-0001/model.bpk").is_file());
+    assert!(run.join("checkpoints/epoch-0002/optim.bpk").is_file());
+    // No temporary leftovers of the atomic writes.
+    let leftovers: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.starts_with('.').then_some(n)
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["backend"], "flex");
+    assert_eq!(manifest["config_hash"], cfg.hash.as_str());
+    assert_eq!(manifest["burn_version"], "0.22.1");
+    assert_eq!(manifest["datasets"].as_array().unwrap().len(), 7);
+    assert_eq!(manifest["epochs_completed"], 2);
+    assert!(manifest["train_images_per_s"].as_f64().unwrap() > 0.0);
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let epochs: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "epoch").collect();
+    let steps: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "step").collect();
+    assert_eq!(epochs.len(), 2);
+    // 60 images / batch 16 = 4 steps per epoch (last batch of 12 kept), a step line every 2.
+    assert_eq!(steps.len(), 4);
+    for l in &lines {
+        assert!(l["loss"].as_f64().unwrap().is_finite() && l["lr"].as_f64().unwrap() > 0.0);
+        assert!(l["images_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(epochs[1]["train_accuracy"].as_f64().is_some());
+    assert!(
+        steps[0]["ce"].as_f64().is_some(),
+        "named loss terms are logged"
+    );
+
+    // results.json shape (public interface).
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let acc = results["id_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    for pp in ["msp", "maxlogit", "energy"] {
+        let r = &results["postprocessors"][pp];
+        for set in ["unseen_curved", "unseen_angular", "noise", "textures"] {
+            let d = &r["datasets"][set];
+            assert_eq!(
+                d["group"],
+                if set.starts_with("unseen") {
+                    "near"
+                } else {
+                    "far"
+                }
+            );
+            for m in ["auroc", "fpr95", "aupr_in", "aupr_out"] {
+                let v = d[m].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&v), "{pp}/{set}/{m} = {v}");
+            }
+        }
+        for g in ["near", "far"] {
+            assert!(r[g]["auroc"].as_f64().is_some(), "{pp}: {g} mean");
+        }
+    }
+
+    // `eval --run` recomputes the same numbers from the checkpoint.
+    std::fs::remove_file(run.join("results.json")).unwrap();
+    let again = evaluate_run(&run, Some(BackendChoice::Flex)).unwrap();
+    assert_eq!(Some(again), out.results);
+    assert!(run.join("results.json").is_file());
+}
+
+#[test]
+fn an_existing_run_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(1);
+    let run = dir.path().join("run");
+    train(&cfg, &opts(&run)).unwrap();
+    let before = std::fs::read(run.join("results.json")).unwrap();
+    let err = train(&cfg, &opts(&run)).unwrap_err();
+    assert!(matches!(err, TrainError::RunExists { .. }), "{err}");
+    assert!(err.to_string().contains("--resume"), "{err}");
+    assert_eq!(std::fs::read(run.join("results.json")).unwrap(), before);
+}
+
+#[test]
+fn resuming_with_an_edited_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(2);
+    let run = dir.path().join("run");
+    train(
+        &cfg,
+        &TrainOptions {
+            stop_after: Some(1),
+            ..opts(&run)
+        },
+    )
+    .unwrap();
+    let edited = std::fs::read_to_string(run.join("resolved.toml"))
+        .unwrap()
+        .replace("lr = 0.1", "lr = 0.2");
+    std::fs::write(run.join("resolved.toml"), edited).unwrap();
+    let err = resume(&run, &opts(&run)).unwrap_err().to_string();
+    assert!(err.contains("edited"), "{err}");
+}
