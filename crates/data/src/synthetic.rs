@@ -7,13 +7,16 @@
 //!   information, so the network has to learn shape.
 //! - **Near-OOD** (held-out shape families, same rendering): `unseen_curved` (crescent,
 //!   half-disk) and `unseen_angular` (T, L).
-//! - **Far-OOD**: `noise` (i.i.d. and blocky colour noise) and `textures` (gratings,
-//!   checkerboards, plaids).
+//! - **Far-OOD**, images with no object: `noise` (smooth value noise, or a gradient under
+//!   strong pixel noise) and `textures` (full-contrast gratings, checkerboards, plaids).
 //! - **Outliers** for OE-style training, disjoint from every test OOD set by generator: other
 //!   shapes (hourglass, arrow, twin disks), random strokes and smooth colour blobs.
 //!
 //! Image `i` of split `s` is drawn from its own stream `rng::stream(data_seed, Data, s, i)`, so
 //! the sets do not depend on the number of threads that generate them.
+
+// Pixel loops index several buffers (canvas, colours) by the same channel index.
+#![allow(clippy::needless_range_loop)]
 
 use crate::Datasets;
 use crate::images::ImageSet;
@@ -135,6 +138,47 @@ impl Canvas {
         (Self(px), mean)
     }
 
+    /// An ID background: a gradient, half of the time with low-contrast clutter (a grating or
+    /// blocky noise), so that the network must rely on the shape, not on the mere presence of
+    /// texture or high frequencies.
+    fn cluttered(rng: &mut ChaCha8Rng) -> (Self, [f32; 3]) {
+        let (mut canvas, mean) = Self::gradient(rng);
+        match rng.random_range(0..4) {
+            0 | 1 => {}
+            2 => {
+                let amp: f32 = rng.random_range(0.08..0.25);
+                let freq: f32 = rng.random_range(2.0..8.0);
+                let angle: f32 = rng.random_range(0.0..PI);
+                let phase: f32 = rng.random_range(0.0..2.0 * PI);
+                let tint = rgb(rng);
+                for y in 0..SIZE {
+                    for x in 0..SIZE {
+                        let a = (PI * freq * (angle.cos() * ndc(x) + angle.sin() * ndc(y)) + phase)
+                            .sin();
+                        for c in 0..3 {
+                            canvas.0[(y * SIZE + x) * 3 + c] += amp * a * (0.5 + tint[c]) / 1.5;
+                        }
+                    }
+                }
+            }
+            _ => {
+                let amp: f32 = rng.random_range(0.08..0.25);
+                let block = [2usize, 4, 8][rng.random_range(0..3)];
+                let cells = SIZE / block;
+                let grid: Vec<[f32; 3]> = (0..cells * cells).map(|_| rgb(rng)).collect();
+                for y in 0..SIZE {
+                    for x in 0..SIZE {
+                        let g = grid[(y / block) * cells + x / block];
+                        for c in 0..3 {
+                            canvas.0[(y * SIZE + x) * 3 + c] += amp * (g[c] - 0.5);
+                        }
+                    }
+                }
+            }
+        }
+        (canvas, mean)
+    }
+
     fn add_noise(&mut self, rng: &mut ChaCha8Rng, sigma: f32) {
         for v in self.0.iter_mut() {
             *v += sigma * gaussian(rng);
@@ -188,9 +232,9 @@ fn contrasting(rng: &mut ChaCha8Rng, bg: [f32; 3]) -> [f32; 3] {
     best
 }
 
-/// One shape image: gradient background, jittered shape, 2x2 super-sampled edges, noise.
+/// One shape image: cluttered gradient background, jittered shape, 2x2 super-sampled edges, noise.
 fn render_shape(shape: Shape, rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let (mut canvas, bg) = Canvas::gradient(rng);
+    let (mut canvas, bg) = Canvas::cluttered(rng);
     let fg = contrasting(rng, bg);
     let scale: f32 = rng.random_range(0.45..0.85);
     let max_shift = (1.0 - scale) * 0.8;
@@ -228,16 +272,30 @@ fn render_shape(shape: Shape, rng: &mut ChaCha8Rng) -> Vec<u8> {
     canvas.to_chw_u8()
 }
 
-/// Far-OOD noise: i.i.d. colour noise or blocky (upsampled) colour noise.
+/// Far-OOD noise, with no object in it: smooth value noise (a coarse random colour grid,
+/// bilinearly interpolated) or a plain gradient under strong Gaussian pixel noise.
 fn render_noise(rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let block = [1usize, 2, 4, 8][rng.random_range(0..4)];
-    let cells = SIZE / block;
+    if rng.random_bool(0.5) {
+        let (mut canvas, _) = Canvas::gradient(rng);
+        let sigma = rng.random_range(0.10..0.30);
+        canvas.add_noise(rng, sigma);
+        return canvas.to_chw_u8();
+    }
+    let cells = [3usize, 5, 9][rng.random_range(0..3)];
     let grid: Vec<[f32; 3]> = (0..cells * cells).map(|_| rgb(rng)).collect();
     let mut px = [0.0; SIZE * SIZE * 3];
     for y in 0..SIZE {
         for x in 0..SIZE {
-            let g = grid[(y / block) * cells + x / block];
-            px[(y * SIZE + x) * 3..(y * SIZE + x) * 3 + 3].copy_from_slice(&g);
+            let gy = y as f32 / (SIZE - 1) as f32 * (cells - 1) as f32;
+            let gx = x as f32 / (SIZE - 1) as f32 * (cells - 1) as f32;
+            let (y0, x0) = ((gy as usize).min(cells - 2), (gx as usize).min(cells - 2));
+            let (ty, tx) = (gy - y0 as f32, gx - x0 as f32);
+            for c in 0..3 {
+                let at = |yy: usize, xx: usize| grid[yy * cells + xx][c];
+                let top = at(y0, x0) * (1.0 - tx) + at(y0, x0 + 1) * tx;
+                let bottom = at(y0 + 1, x0) * (1.0 - tx) + at(y0 + 1, x0 + 1) * tx;
+                px[(y * SIZE + x) * 3 + c] = top * (1.0 - ty) + bottom * ty;
+            }
         }
     }
     Canvas(px).to_chw_u8()

@@ -13,7 +13,7 @@ pub struct Logits {
 impl Logits {
     pub fn new(data: Vec<f32>, num_classes: usize) -> Self {
         assert!(
-            num_classes > 0 && data.len() % num_classes == 0,
+            num_classes > 0 && data.len().is_multiple_of(num_classes),
             "logits must be [n, num_classes]"
         );
         Self { data, num_classes }

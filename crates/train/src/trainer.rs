@@ -115,12 +115,12 @@ fn sgd(config: &OptimConfig) -> ModuleOptimizer {
             weight_decay,
             ..
         } => SgdConfig::new()
-            .with_momentum((*momentum > 0.0).then(|| MomentumConfig {
+            .with_momentum((*momentum > 0.0).then_some(MomentumConfig {
                 momentum: *momentum,
                 dampening: 0.0,
                 nesterov: *nesterov,
             }))
-            .with_weight_decay((*weight_decay > 0.0).then(|| WeightDecayConfig {
+            .with_weight_decay((*weight_decay > 0.0).then_some(WeightDecayConfig {
                 penalty: *weight_decay as f32,
             }))
             .init(),
