@@ -244,6 +244,41 @@ mod tests {
         }
     }
 
+    /// A 2x2 matmul on the selected device: the smallest proof that a backend computes.
+    fn matmul_on(device: &Device) -> Vec<f32> {
+        use burn::tensor::{Tensor, TensorData};
+        let t =
+            Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]), device);
+        t.clone().matmul(t).into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn flex_computes() {
+        assert_eq!(
+            matmul_on(&select(BackendChoice::Flex).unwrap().device),
+            vec![7.0, 10.0, 15.0, 22.0]
+        );
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn ndarray_backend_smoke() {
+        let b = select(BackendChoice::Ndarray).unwrap();
+        assert_eq!(b.name, "ndarray");
+        assert_eq!(matmul_on(&b.device), vec![7.0, 10.0, 15.0, 22.0]);
+    }
+
+    /// Without a CUDA device, selecting cuda is an error, never a panic.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_backend_smoke() {
+        match select(BackendChoice::Cuda) {
+            Ok(b) => assert_eq!(matmul_on(&b.device), vec![7.0, 10.0, 15.0, 22.0]),
+            Err(BackendError::NoCuda) => eprintln!("SKIPPED cuda_backend_smoke: no CUDA device"),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
     #[cfg(not(feature = "ndarray"))]
     #[test]
     fn missing_feature_is_an_error_with_a_hint() {

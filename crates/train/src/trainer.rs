@@ -286,12 +286,14 @@ fn execute(
                 });
             }
             loss_sum += f64::from(loss_value) * n as f64;
-            correct += scalar(hits.float()) as usize;
+            let batch_hits = scalar(hits.float()) as usize;
+            correct += batch_hits;
             seen += n;
             step += 1;
             if step % cfg.train.log_every == 0 {
                 let mut line = json!({
                     "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss_value,
+                    "accuracy": batch_hits as f64 / n as f64,
                     "images_per_s": seen as f64 / epoch_start.elapsed().as_secs_f64(),
                 });
                 for (name, term) in &loss.terms {
