@@ -131,29 +131,28 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<ResolvedConfig, ConfigE
         line: 0,
     };
     let config = deserialize(table, &origins, &fallback)?;
-    let problems: Vec<Problem> = validate::check(&config)
-        .into_iter()
-        .map(|(key, message)| Problem {
-            origin: locate(&origins, &key, &fallback),
-            key,
-            message,
-        })
-        .collect();
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems));
-    }
-    Ok(finish(config, path))
+    finish(config, path, &origins)
 }
 
 /// Build a resolved config from an in-memory one (tests, programmatic sweeps).
 pub fn resolve(config: ExperimentConfig, source: &Path) -> Result<ResolvedConfig, ConfigError> {
+    finish(config, source, &Origins::new())
+}
+
+/// Check the values, then write the canonical text and its hash.
+fn finish(
+    config: ExperimentConfig,
+    source: &Path,
+    origins: &Origins,
+) -> Result<ResolvedConfig, ConfigError> {
+    let fallback = Origin {
+        file: source.display().to_string(),
+        line: 0,
+    };
     let problems: Vec<Problem> = validate::check(&config)
         .into_iter()
         .map(|(key, message)| Problem {
-            origin: Origin {
-                file: source.display().to_string(),
-                line: 0,
-            },
+            origin: locate(origins, &key, &fallback),
             key,
             message,
         })
@@ -161,18 +160,14 @@ pub fn resolve(config: ExperimentConfig, source: &Path) -> Result<ResolvedConfig
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
     }
-    Ok(finish(config, source))
-}
-
-fn finish(config: ExperimentConfig, source: &Path) -> ResolvedConfig {
     let text = toml::to_string(&config).expect("the schema serializes to TOML");
     let hash = hex(&Sha256::digest(text.as_bytes()));
-    ResolvedConfig {
+    Ok(ResolvedConfig {
         config,
         text,
         hash,
         source: source.to_path_buf(),
-    }
+    })
 }
 
 pub fn hex(bytes: &[u8]) -> String {
