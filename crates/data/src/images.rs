@@ -96,3 +96,36 @@ impl Dataset<ImageItem> for ImageSet {
         self.labels.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_round_trip_keeps_pixels_and_channel_order() {
+        // 2x3 image whose channels differ, CHW.
+        let chw: Vec<u8> = (0..18u8).map(|v| v * 10).collect();
+        let set = ImageSet::new("t", chw.clone(), vec![4], 2, 3);
+        let dir = std::env::temp_dir().join(format!("oodforge-png-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.png");
+        set.save_png(0, &path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(img.dimensions(), (3, 2));
+        for y in 0..2 {
+            for x in 0..3 {
+                let p = img.get_pixel(x as u32, y as u32).0;
+                assert_eq!(p, [chw[y * 3 + x], chw[6 + y * 3 + x], chw[12 + y * 3 + x]]);
+            }
+        }
+        assert_eq!(
+            set.get(0).unwrap(),
+            ImageItem {
+                image: chw,
+                label: 4
+            }
+        );
+        assert_eq!(set.len(), 1);
+    }
+}
