@@ -163,3 +163,94 @@ fn train_then_eval_from_the_command_line() {
         stderr(&o)
     );
 }
+
+/// A user's own data: class-per-folder PNGs for ID, a flat folder for OOD, trained and evaluated
+/// end to end through `kind = "custom"`.
+#[test]
+fn custom_image_folders_train_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let save = |rel: String, v: u8| {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        image::RgbImage::from_fn(40, 36, |x, y| image::Rgb([v, (x * 6) as u8, (y * 7) as u8]))
+            .save(p)
+            .unwrap();
+    };
+    for i in 0..6u8 {
+        save(format!("mine/train/dark/{i}.png"), 10 + i);
+        save(format!("mine/train/light/{i}.png"), 200 + i);
+        save(format!("mine/test/dark/{i}.png"), 20 + i);
+        save(format!("mine/test/light/{i}.png"), 210 + i);
+        save(format!("other/x{i}.png"), 100 + i);
+    }
+    let cfg = r#"
+seed = 3
+backend = "flex"
+[data]
+batch_size = 4
+image_size = 32
+pre_size = 32
+train_transform = [{ op = "resize", size = 32 }, { op = "center_crop", size = 32 }, { op = "horizontal_flip" }]
+[data.source]
+kind = "custom"
+num_classes = 2
+train = { format = "image_folder", path = "mine/train" }
+test = { format = "image_folder", path = "mine/test" }
+[[data.source.ood]]
+name = "other"
+group = "far"
+set = { format = "flat_folder", path = "other" }
+[model]
+backbone = "resnet10"
+width = 2
+[train]
+epochs = 1
+"#;
+    std::fs::write(root.join("mine.toml"), cfg).unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_data"),
+        &["check", "--config", "mine.toml"],
+        root,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("3 of 3 sets ready"), "{out}");
+    let o = run(
+        env!("CARGO_BIN_EXE_train"),
+        &["--config", "mine.toml", "--out", "run", "--no-progress"],
+        root,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("run/results.json")).unwrap()).unwrap();
+    let text = results.to_string();
+    assert!(text.contains("\"other\""), "{text}");
+    let manifest = std::fs::read_to_string(root.join("run/manifest.json")).unwrap();
+    assert!(
+        manifest.contains("\"count\": 12") && manifest.contains("\"other\""),
+        "{manifest}"
+    );
+
+    // A typo'd path: a clear error naming it and the expected layout, exit code 2, no run.
+    std::fs::write(root.join("bad.toml"), cfg.replace("mine/test", "mine/tset")).unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_train"),
+        &["--config", "bad.toml", "--out", "bad", "--no-progress"],
+        root,
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("mine/tset") && err.contains("<class a>"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let o = run(
+        env!("CARGO_BIN_EXE_data"),
+        &["check", "--config", "bad.toml"],
+        root,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("MISSING"));
+}

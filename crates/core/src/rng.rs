@@ -14,8 +14,12 @@ pub enum Purpose {
     Init,
     /// Order of training samples in an epoch.
     Shuffle,
-    /// Data augmentation of one batch.
+    /// Data augmentation of one ID sample (keyed by epoch and position in the epoch).
     Augment,
+    /// Order of the outlier stream (OE offset per epoch, or permutation per pass).
+    ShuffleOutlier,
+    /// Data augmentation of one outlier sample.
+    AugmentOutlier,
     /// Synthetic dataset generation (one stream per split and sample).
     Data,
     /// Objective-specific draws (mixing coefficients, boxes, ...).
@@ -28,6 +32,8 @@ impl Purpose {
             Self::Init => b"init",
             Self::Shuffle => b"shuffle",
             Self::Augment => b"augment",
+            Self::ShuffleOutlier => b"shuffle-outlier",
+            Self::AugmentOutlier => b"augment-outlier",
             Self::Data => b"data",
             Self::Objective => b"objective",
         }

@@ -1,42 +1,168 @@
-//! oodforge data: image sets, the built-in synthetic benchmark, augmentation and batching.
+//! oodforge data: the file formats of the OOD literature, benchmark declarations, the built-in
+//! synthetic benchmark, seeded transforms and a multi-threaded deterministic loader.
 
-pub mod batch;
+pub mod bags;
+pub mod check;
+pub mod error;
+pub mod formats;
 pub mod images;
+pub mod loader;
+pub mod open;
+pub mod plan;
+pub mod source;
 pub mod synthetic;
+pub mod transform;
 
-pub use batch::{Batch, Normalizer, epoch_batches, eval_batch, steps_per_epoch, train_batch};
+pub use error::DataError;
 pub use images::{ImageItem, ImageSet};
+pub use loader::{
+    Batch, Normalizer, Pipeline, Prefetch, TrainBatch, epoch_batches, make_batch, outlier_indices,
+    steps_per_epoch,
+};
+pub use source::{ImageSource, Rgb, Source};
 
 use oodforge_core::Group;
 use oodforge_core::config::{DataConfig, DataSource};
+use plan::Role;
+use std::sync::Arc;
 
 /// Every set an experiment uses: ID train/test, the OOD test sets with their group, and the
 /// auxiliary outliers for OE-style objectives.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Datasets {
     pub num_classes: usize,
     pub class_names: Vec<String>,
-    pub train: ImageSet,
-    pub test: ImageSet,
-    pub ood: Vec<(ImageSet, Group)>,
-    pub outliers: ImageSet,
+    pub train: Source,
+    pub test: Source,
+    pub ood: Vec<(Source, Group)>,
+    pub outliers: Option<Source>,
+    /// The benchmark's published normalisation, when it has one.
+    pub benchmark_normalize: Option<Normalizer>,
 }
 
 impl Datasets {
-    pub fn load(config: &DataConfig) -> Self {
-        match &config.source {
-            DataSource::Synthetic(s) => synthetic::benchmark(s),
+    /// Open every set of the config. Files are checked and headers parsed here; image files
+    /// of lists and folders are decoded when batches are built.
+    pub fn load(config: &DataConfig) -> Result<Self, DataError> {
+        if let DataSource::Synthetic(s) = &config.source {
+            let b = synthetic::benchmark(s);
+            return Ok(Self {
+                num_classes: b.num_classes,
+                class_names: b.class_names,
+                train: Arc::new(b.train),
+                test: Arc::new(b.test),
+                ood: b
+                    .ood
+                    .into_iter()
+                    .map(|(s, g)| (Arc::new(s) as Source, g))
+                    .collect(),
+                outliers: Some(Arc::new(b.outliers)),
+                benchmark_normalize: None,
+            });
         }
+        let plan = plan::plan(&config.source)?.expect("non-synthetic sources have a plan");
+        if let Some((pre, size)) = plan.sizes {
+            let cfg_pre = config.pre_size.unwrap_or(config.image_size);
+            if (cfg_pre, config.image_size) != (pre, size) {
+                tracing::warn!(
+                    "data.pre_size/image_size are {cfg_pre}/{} but the benchmark is evaluated at {pre}/{size} (OpenOOD v1.5); results will not be comparable",
+                    config.image_size
+                );
+            }
+        }
+        let mut train = None;
+        let mut test = None;
+        let mut class_names = Vec::new();
+        let mut ood = Vec::new();
+        let mut outliers = None;
+        for (role, set) in &plan.sets {
+            match role {
+                Role::Train => {
+                    let o = open::open(set, Some(plan.num_classes))?;
+                    class_names = o.class_names;
+                    train = Some(o.source);
+                }
+                Role::Test => test = Some(open::open(set, Some(plan.num_classes))?.source),
+                Role::Ood(g) => ood.push((open::open(set, None)?.source, *g)),
+                Role::Outliers => outliers = Some(open::open(set, None)?.source),
+                // Validation splits are used by hyper-parameter search, not by training.
+                Role::Val | Role::ValOod => {}
+            }
+        }
+        if class_names.len() != plan.num_classes {
+            class_names = (0..plan.num_classes)
+                .map(|i| format!("class_{i}"))
+                .collect();
+        }
+        Ok(Self {
+            num_classes: plan.num_classes,
+            class_names,
+            train: train.expect("every plan has a train set"),
+            test: test.expect("every plan has a test set"),
+            ood,
+            outliers,
+            benchmark_normalize: plan.normalize,
+        })
     }
 
-    /// The normalisation of the config, or the ID training statistics.
-    pub fn normalizer(&self, config: &DataConfig) -> Normalizer {
-        match &config.normalize {
-            Some(n) => Normalizer {
+    /// The normalisation: the config's, else the benchmark's, else measured on up to 10,000
+    /// evenly spaced ID training images under the test transform.
+    pub fn normalizer(&self, config: &DataConfig) -> Result<Normalizer, DataError> {
+        if let Some(n) = &config.normalize {
+            return Ok(Normalizer {
                 mean: n.mean,
                 std: n.std,
-            },
-            None => Normalizer::from_images(&self.train),
+            });
         }
+        if let Some(n) = self.benchmark_normalize {
+            return Ok(n);
+        }
+        Normalizer::measure(
+            self.train.as_ref(),
+            10_000,
+            config.pre_size.unwrap_or(config.image_size),
+            config.image_size,
+        )
     }
+}
+
+impl Normalizer {
+    /// Channel mean and (population) standard deviation of pixels in [0, 1], over up to
+    /// `max_images` evenly spaced images of `source` under the test transform.
+    pub fn measure(
+        source: &dyn ImageSource,
+        max_images: usize,
+        pre_size: usize,
+        image_size: usize,
+    ) -> Result<Self, DataError> {
+        let n = source.len();
+        let step = n.div_ceil(max_images.max(1)).max(1);
+        let mut sum = [0f64; 3];
+        let mut sq = [0f64; 3];
+        let mut count = 0f64;
+        for i in (0..n).step_by(step) {
+            let img = transform::test_transform(source.load(i)?, pre_size, image_size);
+            for px in img.data.chunks_exact(3) {
+                for c in 0..3 {
+                    let v = f64::from(px[c]) / 255.0;
+                    sum[c] += v;
+                    sq[c] += v * v;
+                }
+            }
+            count += (img.height * img.width) as f64;
+        }
+        let mut mean = [0f32; 3];
+        let mut std = [0f32; 3];
+        for c in 0..3 {
+            let m = sum[c] / count.max(1.0);
+            mean[c] = m as f32;
+            std[c] = ((sq[c] / count.max(1.0) - m * m).max(1e-12)).sqrt() as f32;
+        }
+        Ok(Self { mean, std })
+    }
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -18,7 +18,6 @@
 // Pixel loops index several buffers (canvas, colours) by the same channel index.
 #![allow(clippy::needless_range_loop)]
 
-use crate::Datasets;
 use crate::images::ImageSet;
 use oodforge_core::Group;
 use oodforge_core::config::SyntheticConfig;
@@ -463,12 +462,23 @@ fn generate(
     ImageSet::new(name, images, labels, SIZE, SIZE)
 }
 
+/// The sets of the built-in benchmark, in memory.
+#[derive(Debug, Clone)]
+pub struct SyntheticSets {
+    pub num_classes: usize,
+    pub class_names: Vec<String>,
+    pub train: ImageSet,
+    pub test: ImageSet,
+    pub ood: Vec<(ImageSet, Group)>,
+    pub outliers: ImageSet,
+}
+
 /// The whole built-in benchmark.
-pub fn benchmark(cfg: &SyntheticConfig) -> Datasets {
+pub fn benchmark(cfg: &SyntheticConfig) -> SyntheticSets {
     let k = cfg.num_classes;
     assert!((2..=10).contains(&k), "num_classes is validated to 2..=10");
     let s = cfg.data_seed;
-    Datasets {
+    SyntheticSets {
         num_classes: k,
         class_names: ID_CLASS_NAMES[..k].iter().map(|n| n.to_string()).collect(),
         train: generate("train", 0, k * cfg.train_per_class, s, Generator::Id(k)),

@@ -10,6 +10,8 @@ pub enum TrainError {
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error(transparent)]
     Eval(#[from] oodforge_eval::EvalError),
+    #[error(transparent)]
+    Data(#[from] oodforge_data::DataError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -8,25 +8,38 @@ use crate::trainer::read_resolved;
 use burn::tensor::{Device, Tensor, TensorData};
 use oodforge_core::backend;
 use oodforge_core::config::{BackendChoice, ExperimentConfig};
-use oodforge_data::{Datasets, ImageSet, Normalizer, eval_batch};
+use oodforge_core::rng::Purpose;
+use oodforge_data::{Datasets, Normalizer, Pipeline, Prefetch, Source, loader, make_batch};
 use oodforge_eval::{Logits, OodOutputs, Results, evaluate};
 use oodforge_models::Classifier;
 use std::path::Path;
 use tracing::{info, warn};
 
 /// Logits of every image of `set`, in order (inference mode: BatchNorm uses running statistics).
+/// Batches are decoded and transformed ahead of the network on the loader's threads.
 pub fn infer(
     model: &Classifier,
-    set: &ImageSet,
-    norm: &Normalizer,
-    batch_size: usize,
+    set: &Source,
+    pipeline: &Pipeline,
+    cfg: &ExperimentConfig,
     device: &Device,
-) -> Logits {
-    let n = set.labels.len();
+) -> Result<Logits, TrainError> {
+    let n = set.len();
+    let bs = cfg.data.eval_batch_size;
+    let (src, pipe) = (Source::clone(set), pipeline.clone());
+    let batches = Prefetch::new(
+        n.div_ceil(bs),
+        loader::default_workers(cfg.data.loader.workers),
+        cfg.data.loader.prefetch,
+        move |k| {
+            let idx: Vec<usize> = (k * bs..((k + 1) * bs).min(n)).collect();
+            make_batch(src.as_ref(), &idx, &pipe, 0, Purpose::Augment, 0, 0)
+        },
+    );
     let mut data = Vec::new();
     let mut classes = 0;
-    for start in (0..n).step_by(batch_size) {
-        let batch = eval_batch(set, start..(start + batch_size).min(n), norm);
+    for batch in batches {
+        let batch = batch?;
         let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), device);
         let logits = model.forward(x).logits;
         classes = logits.dims()[1];
@@ -37,7 +50,7 @@ pub fn infer(
                 .expect("float logits"),
         );
     }
-    Logits::new(data, classes.max(1))
+    Ok(Logits::new(data, classes.max(1)))
 }
 
 /// Evaluate a model (on a non-autodiff device) on the ID test set and every OOD set.
@@ -48,20 +61,24 @@ pub fn evaluate_model(
     cfg: &ExperimentConfig,
     device: &Device,
 ) -> Result<Results, TrainError> {
-    let bs = cfg.data.eval_batch_size;
-    let id_logits = infer(model, &data.test, norm, bs, device);
-    let ood: Vec<OodOutputs> = data
-        .ood
-        .iter()
-        .map(|(set, group)| OodOutputs {
-            name: set.name.clone(),
+    let pipeline = Pipeline::Test {
+        pre_size: cfg.data.pre_size.unwrap_or(cfg.data.image_size),
+        image_size: cfg.data.image_size,
+        norm: *norm,
+    };
+    let id_logits = infer(model, &data.test, &pipeline, cfg, device)?;
+    let mut ood = Vec::new();
+    for (set, group) in &data.ood {
+        ood.push(OodOutputs {
+            name: set.name().to_owned(),
             group: *group,
-            logits: infer(model, set, norm, bs, device),
-        })
-        .collect();
+            logits: infer(model, set, &pipeline, cfg, device)?,
+        });
+    }
+    let labels: Vec<usize> = (0..data.test.len()).map(|i| data.test.label(i)).collect();
     Ok(evaluate(
         &id_logits,
-        &data.test.labels,
+        &labels,
         &ood,
         &cfg.eval.postprocessors,
     )?)
@@ -98,16 +115,16 @@ pub fn evaluate_run(
             state.epoch, cfg.train.epochs
         );
     }
-    let data = Datasets::load(&cfg.data);
+    let data = Datasets::load(&cfg.data)?;
     if let Ok(manifest) = Manifest::read(dir) {
         for entry in &manifest.datasets {
             let now = std::iter::once(&data.train)
                 .chain(std::iter::once(&data.test))
                 .chain(data.ood.iter().map(|(s, _)| s))
-                .chain(std::iter::once(&data.outliers))
-                .find(|s| s.name == entry.name);
+                .chain(data.outliers.iter())
+                .find(|s| s.name() == entry.name);
             if let Some(set) = now
-                && set.content_hash() != entry.sha256
+                && set.fingerprint() != entry.sha256
             {
                 warn!(
                     "dataset `{}` differs from the one recorded when the run was trained",

@@ -15,7 +15,10 @@ use burn::tensor::{Int, Tensor, TensorData};
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, OptimConfig, ResolvedConfig};
 use oodforge_core::rng::{Purpose, derived_seed};
 use oodforge_core::{Group, backend};
-use oodforge_data::{Datasets, epoch_batches, steps_per_epoch, train_batch};
+use oodforge_data::{
+    Datasets, Pipeline, Prefetch, Source, TrainBatch, epoch_batches, loader, make_batch,
+    outlier_indices, steps_per_epoch,
+};
 use oodforge_eval::Results;
 use oodforge_losses::Objective;
 use oodforge_models::Classifier;
@@ -128,11 +131,11 @@ fn sgd(config: &OptimConfig) -> ModuleOptimizer {
 }
 
 fn dataset_entries(data: &Datasets) -> Vec<DatasetEntry> {
-    let entry = |set: &oodforge_data::ImageSet, role: &str| DatasetEntry {
-        name: set.name.clone(),
+    let entry = |set: &Source, role: &str| DatasetEntry {
+        name: set.name().to_owned(),
         role: role.to_owned(),
-        count: set.labels.len(),
-        sha256: set.content_hash(),
+        count: set.len(),
+        sha256: set.fingerprint(),
     };
     let mut out = vec![entry(&data.train, "train"), entry(&data.test, "test")];
     for (set, group) in &data.ood {
@@ -145,7 +148,9 @@ fn dataset_entries(data: &Datasets) -> Vec<DatasetEntry> {
             },
         ));
     }
-    out.push(entry(&data.outliers, "outliers"));
+    if let Some(o) = &data.outliers {
+        out.push(entry(o, "outliers"));
+    }
     out
 }
 
@@ -162,14 +167,14 @@ fn execute(
         info!("backend auto: {}", selected.reason);
     }
 
-    let data = Datasets::load(&cfg.data);
+    let data = Datasets::load(&cfg.data)?;
     let device = selected.device.clone().autodiff();
     device.seed(derived_seed(cfg.seed, Purpose::Init, 0, 0));
     let mut model = Classifier::new(&cfg.model, data.num_classes, &device);
     let mut optim = sgd(&cfg.optim);
     let objective = Objective::from_config(&cfg.objective);
 
-    let mut norm = data.normalizer(&cfg.data);
+    let mut norm = data.normalizer(&cfg.data)?;
     let (mut epoch, mut step) = (0usize, 0usize);
     if let Some(ckpt) = &resume_from {
         let state = checkpoint::load_state(ckpt)?;
@@ -230,7 +235,16 @@ fn execute(
 
     let epochs = cfg.train.epochs;
     let batch_size = cfg.data.batch_size;
-    let per_epoch = steps_per_epoch(data.train.labels.len(), batch_size);
+    let per_epoch = steps_per_epoch(data.train.len(), batch_size);
+    let outliers = match (cfg.data.outlier_batch_size, &data.outliers) {
+        (0, _) => None,
+        (b, Some(set)) => Some((Source::clone(set), b)),
+        (_, None) => {
+            return Err(TrainError::Data(oodforge_data::DataError::Config(
+                "data.outlier_batch_size > 0 but the data source declares no outlier set".into(),
+            )));
+        }
+    };
     let schedule = Schedule {
         kind: cfg.train.lr_schedule,
         base: cfg.optim.base_lr(),
@@ -248,20 +262,20 @@ fn execute(
         let bar = progress_bar(opts.progress, per_epoch, epoch, epochs);
         let epoch_start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        for indices in epoch_batches(data.train.labels.len(), batch_size, cfg.seed, epoch) {
+        let batches = train_batches(cfg, &data.train, outliers.clone(), norm, epoch, per_epoch);
+        for batch in batches {
             let lr = schedule.lr(step);
-            let batch = train_batch(
-                &data.train,
-                &indices,
-                &cfg.data.augment,
-                &norm,
-                cfg.seed,
-                epoch,
-                step,
-            );
-            let n = batch.labels.len();
+            // The outlier batch is built for OE-style objectives; plain CE does not read it.
+            let TrainBatch { id: batch, .. } = batch?;
+            // Multi-view batches are view-major; every view keeps its image's label.
+            let labels: Vec<i64> = batch
+                .labels
+                .repeat(batch.views)
+                .iter()
+                .map(|&l| l as i64)
+                .collect();
+            let n = labels.len();
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
-            let labels: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
             let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
 
             let output = model.forward(x);
@@ -365,6 +379,55 @@ fn execute(
         run_dir: dir.to_path_buf(),
         finished,
         results,
+    })
+}
+
+/// The epoch's batches, built ahead of training on `data.loader.workers` threads. Which samples
+/// and which augmentation draws a batch gets depend on (seed, epoch, step) only.
+fn train_batches(
+    cfg: &ExperimentConfig,
+    train: &Source,
+    outliers: Option<(Source, usize)>,
+    norm: oodforge_data::Normalizer,
+    epoch: usize,
+    per_epoch: usize,
+) -> Prefetch<Result<TrainBatch, oodforge_data::DataError>> {
+    let d = &cfg.data;
+    let seed = cfg.seed;
+    let plan = epoch_batches(train.len(), d.batch_size, seed, epoch);
+    let pipeline = Pipeline::Train {
+        ops: d.train_transform.clone(),
+        views: d.views,
+        norm,
+    };
+    let (train, order, batch_size) = (Source::clone(train), d.outlier_order, d.batch_size);
+    let workers = loader::default_workers(d.loader.workers);
+    Prefetch::new(plan.len(), workers, d.loader.prefetch, move |k| {
+        let id = make_batch(
+            train.as_ref(),
+            &plan[k],
+            &pipeline,
+            seed,
+            Purpose::Augment,
+            epoch as u64,
+            (k * batch_size) as u64,
+        )?;
+        let outliers = match &outliers {
+            None => None,
+            Some((set, b)) => {
+                let idx = outlier_indices(set.len(), *b, order, seed, epoch, k, per_epoch);
+                Some(make_batch(
+                    set.as_ref(),
+                    &idx,
+                    &pipeline,
+                    seed,
+                    Purpose::AugmentOutlier,
+                    epoch as u64,
+                    (k * b) as u64,
+                )?)
+            }
+        };
+        Ok(TrainBatch { id, outliers })
     })
 }
 

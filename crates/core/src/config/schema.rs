@@ -83,12 +83,122 @@ pub struct DataConfig {
     pub batch_size: usize,
     #[serde(default = "defaults::eval_batch_size")]
     pub eval_batch_size: usize,
+    /// Network input size. Test transform (OpenOOD v1.5 preprocessor, METHODS §8.2): resize the
+    /// shorter side to `pre_size` (bilinear), centre-crop `image_size`, normalise.
+    #[serde(default = "defaults::image_size")]
+    pub image_size: usize,
+    /// Shorter side before the centre crop; defaults to `image_size` (CIFAR 32/32, ImageNet
+    /// 256/224).
     #[serde(default)]
-    pub augment: AugmentConfig,
-    /// Per-channel normalisation; computed from the ID training set when absent. The same
-    /// statistics are applied to every OOD set (OpenOOD v1.5 preprocessing, METHODS §8.2).
+    pub pre_size: Option<usize>,
+    /// Training augmentation, applied in order, followed by normalisation. The default is
+    /// OpenOOD's CIFAR recipe: resize, centre crop, horizontal flip, random crop with padding 4.
+    #[serde(default = "defaults::train_transform")]
+    pub train_transform: Vec<TransformOp>,
+    /// Augmented views per training image (PALM trains on 2; views are concatenated view-major,
+    /// as `torch.cat([v0, v1])` in the official code).
+    #[serde(default = "defaults::one")]
+    pub views: usize,
+    /// Outliers per training batch for OE-style objectives (OE: 256 beside 128 ID images);
+    /// 0 loads no outliers.
+    #[serde(default)]
+    pub outlier_batch_size: usize,
+    /// How the outlier stream walks its set; the epoch is always defined by the ID loader.
+    #[serde(default)]
+    pub outlier_order: OutlierOrder,
+    /// Per-channel normalisation; by default the benchmark's published statistics, or for the
+    /// synthetic and custom sources the statistics of (up to 10,000 evenly spaced) ID training
+    /// images. The same statistics are applied to every OOD set (METHODS §8.2).
     #[serde(default)]
     pub normalize: Option<NormalizeConfig>,
+    #[serde(default)]
+    pub loader: LoaderConfig,
+}
+
+/// One augmentation step, tagged by `op` (torchvision semantics; draws come from the run's
+/// seeded per-sample stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", deny_unknown_fields)]
+pub enum TransformOp {
+    /// `Resize(size)`: shorter side to `size`, bilinear with antialiasing (PIL).
+    #[serde(rename = "resize")]
+    Resize { size: usize },
+    /// `CenterCrop(size)` (zero padding when the image is smaller).
+    #[serde(rename = "center_crop")]
+    CenterCrop { size: usize },
+    /// `RandomCrop(size, padding)` with zero padding.
+    #[serde(rename = "random_crop")]
+    RandomCrop {
+        size: usize,
+        #[serde(default)]
+        padding: usize,
+    },
+    /// `RandomHorizontalFlip(p)`.
+    #[serde(rename = "horizontal_flip")]
+    HorizontalFlip {
+        #[serde(default = "defaults::half")]
+        p: f64,
+    },
+    /// `RandomResizedCrop(size, scale, ratio)`, bilinear.
+    #[serde(rename = "random_resized_crop")]
+    RandomResizedCrop {
+        size: usize,
+        #[serde(default = "defaults::rrc_scale")]
+        scale: [f64; 2],
+        #[serde(default = "defaults::rrc_ratio")]
+        ratio: [f64; 2],
+    },
+    /// `RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)`.
+    #[serde(rename = "color_jitter")]
+    ColorJitter {
+        #[serde(default)]
+        brightness: f64,
+        #[serde(default)]
+        contrast: f64,
+        #[serde(default)]
+        saturation: f64,
+        #[serde(default)]
+        hue: f64,
+        #[serde(default = "defaults::one_f64")]
+        p: f64,
+    },
+    /// `RandomGrayscale(p)`.
+    #[serde(rename = "grayscale")]
+    Grayscale {
+        #[serde(default = "defaults::grayscale_p")]
+        p: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutlierOrder {
+    /// OE (`CIFAR/oe_tune.py`): consecutive indices from a random offset drawn every epoch,
+    /// wrapping around ("randomness without obliterating locality").
+    #[default]
+    Offset,
+    /// A fresh permutation each pass over the outlier set (a shuffled `DataLoader`, MixOE).
+    Shuffle,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoaderConfig {
+    /// Decode/augment threads; 0 = one per available core. Results never depend on it.
+    #[serde(default)]
+    pub workers: usize,
+    /// Batches prepared ahead of the one being trained on.
+    #[serde(default = "defaults::prefetch")]
+    pub prefetch: usize,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            prefetch: defaults::prefetch(),
+        }
+    }
 }
 
 /// Dataset sources, tagged by `kind`.
@@ -98,6 +208,89 @@ pub enum DataSource {
     /// The built-in, file-free synthetic benchmark (`oodforge_data::synthetic`).
     #[serde(rename = "synthetic")]
     Synthetic(SyntheticConfig),
+    /// An OpenOOD v1.5 benchmark read from its image lists: `root` holds `benchmark_imglist/`,
+    /// `images_classic/` and/or `images_largescale/` (METHODS §8.1).
+    #[serde(rename = "openood")]
+    OpenOod {
+        /// `cifar10`, `cifar100`, `imagenet200` or `imagenet1k`.
+        benchmark: String,
+        root: String,
+        /// Load the benchmark's OE outlier list (`train_tin597` / `train_imagenet800`).
+        #[serde(default)]
+        outliers: bool,
+    },
+    /// CIFAR-10/100 from the binary release with the far-OOD suite of a paper:
+    /// `energy`/`oe` (Textures, SVHN, Places365, LSUN-C, LSUN-R, iSUN) or `palm` (SVHN,
+    /// Places365, LSUN-C, iSUN, Textures), all under `root` (layout in `datasets/README.md`).
+    #[serde(rename = "classic")]
+    Classic {
+        /// `cifar10` or `cifar100`.
+        id: String,
+        root: String,
+        /// `energy`, `oe` or `palm`.
+        suite: String,
+        /// `300k` (300K Random Images `.npy`, the OE README's public replacement for 80M Tiny
+        /// Images) or `none`.
+        #[serde(default = "defaults::none")]
+        outliers: String,
+    },
+    /// A user's own data: every split declared by format and path.
+    #[serde(rename = "custom")]
+    Custom(CustomSource),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSource {
+    pub num_classes: usize,
+    pub train: SetSpec,
+    pub test: SetSpec,
+    #[serde(default)]
+    pub ood: Vec<OodSetSpec>,
+    #[serde(default)]
+    pub outliers: Option<SetSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OodSetSpec {
+    pub name: String,
+    /// `near` or `far`.
+    pub group: String,
+    pub set: SetSpec,
+}
+
+/// One set of images on disk, tagged by `format`. Relative paths are relative to the directory
+/// the command runs in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "format", deny_unknown_fields)]
+pub enum SetSpec {
+    /// The extracted `cifar-10-batches-bin/` folder; `split` is `train` or `test`.
+    #[serde(rename = "cifar10")]
+    Cifar10 { path: String, split: String },
+    /// The extracted `cifar-100-binary/` folder; `labels` is `fine` (100) or `coarse` (20).
+    #[serde(rename = "cifar100")]
+    Cifar100 {
+        path: String,
+        split: String,
+        #[serde(default = "defaults::fine")]
+        labels: String,
+    },
+    /// An SVHN `*_32x32.mat` file (MATLAB v5).
+    #[serde(rename = "svhn")]
+    Svhn { path: String },
+    /// One sub-folder per class (torchvision `ImageFolder`, sorted class names).
+    #[serde(rename = "image_folder")]
+    ImageFolder { path: String },
+    /// Every image under a folder, unlabelled (LSUN-C, LSUN-R, iSUN, ...).
+    #[serde(rename = "flat_folder")]
+    FlatFolder { path: String },
+    /// An OpenOOD-style list `<relative path> <label>` over the folder `root`.
+    #[serde(rename = "imglist")]
+    ImgList { list: String, root: String },
+    /// A NumPy uint8 array N x H x W x C, memory-mapped.
+    #[serde(rename = "npy")]
+    Npy { path: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,25 +312,6 @@ pub struct SyntheticConfig {
     /// Seed of the data itself; fixed across training seeds so seeds compare the same data.
     #[serde(default)]
     pub data_seed: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AugmentConfig {
-    /// Zero padding before the random crop back to the input size; 0 disables the crop.
-    #[serde(default = "defaults::crop_padding")]
-    pub random_crop_padding: usize,
-    #[serde(default = "defaults::yes")]
-    pub horizontal_flip: bool,
-}
-
-impl Default for AugmentConfig {
-    fn default() -> Self {
-        Self {
-            random_crop_padding: defaults::crop_padding(),
-            horizontal_flip: true,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,7 +475,7 @@ impl PostprocessorConfig {
 }
 
 pub(crate) mod defaults {
-    use super::PostprocessorConfig;
+    use super::{PostprocessorConfig, TransformOp};
     pub fn batch_size() -> usize {
         128
     }
@@ -323,8 +497,45 @@ pub(crate) mod defaults {
     pub fn outliers() -> usize {
         5000
     }
-    pub fn crop_padding() -> usize {
+    pub fn image_size() -> usize {
+        32
+    }
+    /// OpenOOD v1.5 CIFAR training preprocessor (`preprocessors/base_preprocessor.py`):
+    /// Resize(32) -> CenterCrop(32) -> RandomHorizontalFlip -> RandomCrop(32, padding=4).
+    pub fn train_transform() -> Vec<TransformOp> {
+        vec![
+            TransformOp::Resize { size: 32 },
+            TransformOp::CenterCrop { size: 32 },
+            TransformOp::HorizontalFlip { p: 0.5 },
+            TransformOp::RandomCrop {
+                size: 32,
+                padding: 4,
+            },
+        ]
+    }
+    pub fn half() -> f64 {
+        0.5
+    }
+    pub fn one_f64() -> f64 {
+        1.0
+    }
+    pub fn grayscale_p() -> f64 {
+        0.2
+    }
+    pub fn rrc_scale() -> [f64; 2] {
+        [0.08, 1.0]
+    }
+    pub fn rrc_ratio() -> [f64; 2] {
+        [3.0 / 4.0, 4.0 / 3.0]
+    }
+    pub fn prefetch() -> usize {
         4
+    }
+    pub fn none() -> String {
+        "none".into()
+    }
+    pub fn fine() -> String {
+        "fine".into()
     }
     pub fn yes() -> bool {
         true

@@ -216,3 +216,72 @@ fn every_shipped_config_resolves() {
     }
     assert!(n >= 2, "expected the shipped configs, found {n}");
 }
+
+#[test]
+fn data_sources_and_transforms_are_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default training transform is OpenOOD's CIFAR recipe, written into the resolved text.
+    let r = load(&write(dir.path(), "m.toml", MINIMAL), &[]).unwrap();
+    assert_eq!(r.config.data.train_transform.len(), 4);
+    assert!(r.text.contains("op = \"random_crop\""), "{}", r.text);
+
+    let typo = MINIMAL.replace(
+        "batch_size = 32",
+        "batch_size = 32\ntrain_transform = [{ op = \"random_crop\", size = 32, pading = 4 }]",
+    );
+    let e = err(dir.path(), &typo);
+    assert!(
+        e.contains("bad.toml:6") && e.contains("unknown field `pading`"),
+        "{e}"
+    );
+
+    let bad = MINIMAL.replace(
+        "batch_size = 32",
+        "batch_size = 32\nviews = 0\ntrain_transform = [{ op = \"horizontal_flip\", p = 1.5 }, { op = \"random_resized_crop\", size = 8, scale = [0.9, 0.1] }]",
+    );
+    let e = err(dir.path(), &bad);
+    assert!(
+        e.contains("data.views")
+            && e.contains("data.train_transform[0].p")
+            && e.contains("data.train_transform[1].scale"),
+        "{e}"
+    );
+
+    let custom = r#"
+[data.source]
+kind = "custom"
+num_classes = 3
+train = { format = "image_folder", path = "a" }
+test = { format = "cifar10", path = "b", split = "tset" }
+[[data.source.ood]]
+name = "x"
+group = "middle"
+set = { format = "npy", path = "o.npy" }
+[model]
+backbone = "resnet10"
+[train]
+epochs = 1
+"#;
+    let e = err(dir.path(), custom);
+    assert!(
+        e.contains("data.source.test.split") && e.contains("`tset`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("data.source.ood[0].group") && e.contains("near or far"),
+        "{e}"
+    );
+    let e = err(dir.path(), &custom.replace("\"npy\"", "\"numpy\""));
+    assert!(
+        e.contains("unknown variant `numpy`") && e.contains("imglist"),
+        "{e}"
+    );
+    let e = err(
+        dir.path(),
+        "[data.source]\nkind = \"openood\"\nbenchmark = \"cifar11\"\nroot = \"d\"\n[model]\nbackbone = \"resnet10\"\n[train]\nepochs = 1\n",
+    );
+    assert!(
+        e.contains("data.source.benchmark") && e.contains("cifar11"),
+        "{e}"
+    );
+}

@@ -30,14 +30,105 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
             "0 is not allowed, expected an integer >= 1".into(),
         );
     }
-    if d.augment.random_crop_padding > 64 {
+    if !(1..=4096).contains(&d.image_size) {
         bad(
-            "data.augment.random_crop_padding",
+            "data.image_size",
+            format!("{} is out of range, expected 1..=4096", d.image_size),
+        );
+    }
+    if let Some(p) = d.pre_size
+        && p < d.image_size
+    {
+        bad(
+            "data.pre_size",
             format!(
-                "{} is too large, expected 0..=64",
-                d.augment.random_crop_padding
+                "{p} is smaller than data.image_size = {}; the centre crop needs pre_size >= image_size",
+                d.image_size
             ),
         );
+    }
+    if !(1..=8).contains(&d.views) {
+        bad(
+            "data.views",
+            format!("{} is out of range, expected 1..=8", d.views),
+        );
+    }
+    if d.loader.prefetch == 0 {
+        bad(
+            "data.loader.prefetch",
+            "0 is not allowed, expected an integer >= 1".into(),
+        );
+    }
+    for (i, op) in d.train_transform.iter().enumerate() {
+        let key = |k: &str| format!("data.train_transform[{i}].{k}");
+        let mut prob = |k: &str, p: f64| {
+            if !(0.0..=1.0).contains(&p) {
+                bad(&key(k), format!("{p} is not a probability, expected 0..=1"));
+            }
+        };
+        match op {
+            TransformOp::Resize { size } | TransformOp::CenterCrop { size } => {
+                if *size == 0 {
+                    bad(&key("size"), "0 is not allowed, expected >= 1".into());
+                }
+            }
+            TransformOp::RandomCrop { size, padding } => {
+                if *size == 0 {
+                    bad(&key("size"), "0 is not allowed, expected >= 1".into());
+                }
+                if *padding > 256 {
+                    bad(
+                        &key("padding"),
+                        format!("{padding} is too large, expected 0..=256"),
+                    );
+                }
+            }
+            TransformOp::HorizontalFlip { p } | TransformOp::Grayscale { p } => prob("p", *p),
+            TransformOp::RandomResizedCrop { size, scale, ratio } => {
+                if *size == 0 {
+                    bad(&key("size"), "0 is not allowed, expected >= 1".into());
+                }
+                if !(scale[0] > 0.0 && scale[0] <= scale[1] && scale[1] <= 1.0) {
+                    bad(
+                        &key("scale"),
+                        format!("{scale:?} must satisfy 0 < min <= max <= 1"),
+                    );
+                }
+                if !(ratio[0] > 0.0 && ratio[0] <= ratio[1] && ratio[1].is_finite()) {
+                    bad(
+                        &key("ratio"),
+                        format!("{ratio:?} must satisfy 0 < min <= max"),
+                    );
+                }
+            }
+            TransformOp::ColorJitter {
+                brightness,
+                contrast,
+                saturation,
+                hue,
+                p,
+            } => {
+                prob("p", *p);
+                for (k, v) in [
+                    ("brightness", brightness),
+                    ("contrast", contrast),
+                    ("saturation", saturation),
+                ] {
+                    if !(v.is_finite() && *v >= 0.0) {
+                        bad(
+                            &key(k),
+                            format!("{v} is not allowed, expected a finite value >= 0"),
+                        );
+                    }
+                }
+                if !(0.0..=0.5).contains(hue) {
+                    bad(
+                        &key("hue"),
+                        format!("{hue} is out of range, expected 0..=0.5"),
+                    );
+                }
+            }
+        }
     }
     if let Some(n) = &d.normalize {
         for (i, s) in n.std.iter().enumerate() {
@@ -86,6 +177,97 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                         s.train_per_class * s.num_classes
                     ),
                 );
+            }
+        }
+        DataSource::OpenOod { benchmark, .. } => {
+            const B: [&str; 4] = ["cifar10", "cifar100", "imagenet200", "imagenet1k"];
+            if !B.contains(&benchmark.as_str()) {
+                bad(
+                    "data.source.benchmark",
+                    format!(
+                        "unknown benchmark `{benchmark}`, expected one of {}",
+                        B.join(", ")
+                    ),
+                );
+            }
+        }
+        DataSource::Classic {
+            id,
+            suite,
+            outliers,
+            ..
+        } => {
+            if !["cifar10", "cifar100"].contains(&id.as_str()) {
+                bad(
+                    "data.source.id",
+                    format!("unknown ID set `{id}`, expected cifar10 or cifar100"),
+                );
+            }
+            if !["energy", "oe", "palm"].contains(&suite.as_str()) {
+                bad(
+                    "data.source.suite",
+                    format!("unknown suite `{suite}`, expected energy, oe or palm"),
+                );
+            }
+            if !["300k", "none"].contains(&outliers.as_str()) {
+                bad(
+                    "data.source.outliers",
+                    format!("unknown outlier set `{outliers}`, expected 300k or none"),
+                );
+            }
+        }
+        DataSource::Custom(s) => {
+            if s.num_classes < 2 {
+                bad(
+                    "data.source.num_classes",
+                    format!("{} is not allowed, expected >= 2", s.num_classes),
+                );
+            }
+            let mut specs = vec![
+                ("data.source.train".to_owned(), &s.train),
+                ("data.source.test".to_owned(), &s.test),
+            ];
+            for (i, o) in s.ood.iter().enumerate() {
+                if !["near", "far"].contains(&o.group.as_str()) {
+                    bad(
+                        &format!("data.source.ood[{i}].group"),
+                        format!("`{}` is not a group, expected near or far", o.group),
+                    );
+                }
+                if o.name.trim().is_empty() || o.name.contains(['/', '\\']) {
+                    bad(
+                        &format!("data.source.ood[{i}].name"),
+                        format!(
+                            "{:?} must be a non-empty name without path separators",
+                            o.name
+                        ),
+                    );
+                }
+                specs.push((format!("data.source.ood[{i}].set"), &o.set));
+            }
+            if let Some(o) = &s.outliers {
+                specs.push(("data.source.outliers".to_owned(), o));
+            }
+            for (key, spec) in specs {
+                match spec {
+                    SetSpec::Cifar10 { split, .. } | SetSpec::Cifar100 { split, .. }
+                        if !["train", "test"].contains(&split.as_str()) =>
+                    {
+                        bad(
+                            &format!("{key}.split"),
+                            format!("`{split}` is not a split, expected train or test"),
+                        );
+                    }
+                    _ => {}
+                }
+                if let SetSpec::Cifar100 { labels, .. } = spec
+                    && !["fine", "coarse"].contains(&labels.as_str())
+                {
+                    bad(
+                        &format!("{key}.labels"),
+                        format!("`{labels}` is not allowed, expected fine or coarse"),
+                    );
+                }
             }
         }
     }

@@ -1,0 +1,318 @@
+//! Attention-MIL feature bags as the AEM code stores them (METHODS §9.10;
+//! `Step2_feature_extract.py`, `datasets/datasets.py`): one HDF5 file per (dataset, feature
+//! extractor), `patch_feats_pretrain_<name>.h5`, holding a group per slide with datasets `feat`
+//! (N x D, float16 on disk, cast to float32 on load as the official loader does) and `coords`
+//! (N x 2 integers), and an integer attribute `label`. The whole file is read at start-up, as in
+//! the official code. Label CSVs (`dataset_csv/*.csv`) are read by header name.
+
+use crate::error::DataError;
+use hdf5_reader::{Datatype, Hdf5File};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const LAYOUT: &str = "<data_dir>/patch_feats_pretrain_<extractor>.h5\n  /<slide_id>/feat     (N x D float16)\n  /<slide_id>/coords   (N x 2 int)\n  /<slide_id>@label    (int attribute)";
+pub const HINT: &str = "extract patch features with the AEM repository's Step1/Step2 scripts (CLAM patching + a pretrained extractor); see datasets/README.md";
+
+/// One slide: its patch features and coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bag {
+    pub slide_id: String,
+    pub label: i64,
+    /// Patches.
+    pub n: usize,
+    /// Feature dimension.
+    pub dim: usize,
+    /// `n x dim`, row-major.
+    pub feat: Vec<f32>,
+    /// `n` (x, y) patch coordinates.
+    pub coords: Vec<[i64; 2]>,
+}
+
+/// Read every slide group of a feature file, sorted by slide id.
+pub fn read_bags(path: &Path) -> Result<Vec<Bag>, DataError> {
+    if !path.is_file() {
+        return Err(DataError::missing(path, "HDF5 feature file", LAYOUT, HINT));
+    }
+    let h5 = |loc: &str, e: hdf5_reader::error::Error| DataError::corrupt(path, loc, e.to_string());
+    let file = Hdf5File::open(path).map_err(|e| h5("superblock", e))?;
+    let root = file.root_group().map_err(|e| h5("root group", e))?;
+    let groups = root.groups().map_err(|e| h5("root group", e))?;
+    let mut bags = Vec::with_capacity(groups.len());
+    for g in groups {
+        let slide = g.name().trim_start_matches('/').to_owned();
+        let loc = |what: &str| format!("slide `{slide}`, {what}");
+        let label_attr = g.attribute("label").map_err(|e| {
+            DataError::corrupt(
+                path,
+                loc("attribute `label`"),
+                format!("missing or unreadable ({e}); expected an integer class label"),
+            )
+        })?;
+        let label = label_attr
+            .read_as_f64()
+            .map_err(|e| DataError::corrupt(path, loc("attribute `label`"), e.to_string()))?;
+        if label.fract() != 0.0 {
+            return Err(DataError::corrupt(
+                path,
+                loc("attribute `label`"),
+                format!("{label} is not an integer"),
+            ));
+        }
+        let feat_ds = g.dataset("feat").map_err(|e| {
+            DataError::corrupt(
+                path,
+                loc("dataset `feat`"),
+                format!("missing or unreadable ({e}); expected N x D float16"),
+            )
+        })?;
+        let shape = feat_ds.shape().to_vec();
+        let (n, dim) = match shape[..] {
+            [n, d] => (n as usize, d as usize),
+            _ => {
+                return Err(DataError::corrupt(
+                    path,
+                    loc("dataset `feat`"),
+                    format!("shape {shape:?}, expected N x D"),
+                ));
+            }
+        };
+        let raw = feat_ds
+            .read_native_bytes()
+            .map_err(|e| h5(&loc("dataset `feat`"), e))?;
+        let feat = match feat_ds.dtype() {
+            Datatype::FloatingPoint { size: 2, .. } => raw
+                .chunks_exact(2)
+                .map(|b| f16_to_f32(u16::from_ne_bytes([b[0], b[1]])))
+                .collect(),
+            Datatype::FloatingPoint { size: 4, .. } => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_ne_bytes(b.try_into().unwrap()))
+                .collect(),
+            other => {
+                return Err(DataError::corrupt(
+                    path,
+                    loc("dataset `feat`"),
+                    format!("element type {other:?}, expected float16 (or float32)"),
+                ));
+            }
+        };
+        let coords_ds = g.dataset("coords").map_err(|e| {
+            DataError::corrupt(
+                path,
+                loc("dataset `coords`"),
+                format!("missing or unreadable ({e}); expected N x 2 integers"),
+            )
+        })?;
+        let cshape = coords_ds.shape().to_vec();
+        if cshape != [n as u64, 2] {
+            return Err(DataError::corrupt(
+                path,
+                loc("dataset `coords`"),
+                format!(
+                    "shape {cshape:?}, expected [{n}, 2] (one coordinate pair per row of `feat`)"
+                ),
+            ));
+        }
+        let craw = coords_ds
+            .read_native_bytes()
+            .map_err(|e| h5(&loc("dataset `coords`"), e))?;
+        let ints: Vec<i64> = match coords_ds.dtype() {
+            Datatype::FixedPoint { size, signed, .. } => {
+                let size = usize::from(*size);
+                craw.chunks_exact(size)
+                    .map(|b| int_ne(b, *signed))
+                    .collect()
+            }
+            Datatype::FloatingPoint { size: 8, .. } => craw
+                .chunks_exact(8)
+                .map(|b| f64::from_ne_bytes(b.try_into().unwrap()) as i64)
+                .collect(),
+            other => {
+                return Err(DataError::corrupt(
+                    path,
+                    loc("dataset `coords`"),
+                    format!("element type {other:?}, expected integers"),
+                ));
+            }
+        };
+        let coords = ints.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+        bags.push(Bag {
+            slide_id: slide,
+            label: label as i64,
+            n,
+            dim,
+            feat,
+            coords,
+        });
+    }
+    bags.sort_by(|a, b| a.slide_id.cmp(&b.slide_id));
+    if let Some(first) = bags.first()
+        && let Some(odd) = bags.iter().find(|b| b.dim != first.dim)
+    {
+        return Err(DataError::corrupt(
+            path,
+            format!("slide `{}`, dataset `feat`", odd.slide_id),
+            format!(
+                "feature dimension {} differs from {} of slide `{}`",
+                odd.dim, first.dim, first.slide_id
+            ),
+        ));
+    }
+    Ok(bags)
+}
+
+fn int_ne(b: &[u8], signed: bool) -> i64 {
+    let mut buf = [0u8; 8];
+    let n = b.len().min(8);
+    if cfg!(target_endian = "little") {
+        buf[..n].copy_from_slice(&b[..n]);
+        if signed && b[n - 1] & 0x80 != 0 {
+            buf[n..].fill(0xff);
+        }
+        i64::from_le_bytes(buf)
+    } else {
+        buf[8 - n..].copy_from_slice(&b[..n]);
+        if signed && b[0] & 0x80 != 0 {
+            buf[..8 - n].fill(0xff);
+        }
+        i64::from_be_bytes(buf)
+    }
+}
+
+/// IEEE 754 half to single precision (exact: every f16 is an f32).
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let man = u32::from(h & 0x3ff);
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: value = m * 2^-24.
+            let v = m as f32 * f32::powi(2.0, -24);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, 0) => sign | 0x7f80_0000,
+        (0x1f, m) => sign | 0x7fc0_0000 | (m << 13),
+        (e, m) => sign | ((e + 112) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// One row of a label CSV: the columns the AEM loaders use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlideRow {
+    pub slide_id: String,
+    pub label: i64,
+    /// CAMELYON17 hospital (`center`; >= 3 is the test split in AEM).
+    pub center: Option<i64>,
+    /// BRACS `split_info` (train / val / test).
+    pub split: Option<String>,
+}
+
+/// Read `camelyon16.csv` (`case_id,slide_id,label`), `camelyon17.csv`
+/// (`,slide_id,label,center`), `bracs.csv` (`,case_id,slide_id,split_info,full_path,label`) or
+/// any CSV with `slide_id` and `label` columns.
+pub fn read_label_csv(path: &Path) -> Result<Vec<SlideRow>, DataError> {
+    let mut rdr = match csv::Reader::from_path(path) {
+        Ok(r) => r,
+        Err(e) => {
+            if let csv::ErrorKind::Io(io) = e.kind()
+                && io.kind() == std::io::ErrorKind::NotFound
+            {
+                return Err(DataError::missing(
+                    path,
+                    "slide label CSV",
+                    "dataset_csv/<dataset>.csv with columns slide_id, label (and center / split_info)",
+                    "copy dataset_csv/ from the AEM repository",
+                ));
+            }
+            return Err(DataError::corrupt(path, "header", e.to_string()));
+        }
+    };
+    let headers = rdr
+        .headers()
+        .map_err(|e| DataError::corrupt(path, "line 1", e.to_string()))?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let need = |name: &str| {
+        col(name).ok_or_else(|| {
+            DataError::corrupt(
+                path,
+                "line 1",
+                format!(
+                    "no `{name}` column; found {:?}",
+                    headers.iter().collect::<Vec<_>>()
+                ),
+            )
+        })
+    };
+    let (sid, lab) = (need("slide_id")?, need("label")?);
+    let (center, split) = (col("center"), col("split_info"));
+    let mut rows = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 2;
+        let rec =
+            rec.map_err(|e| DataError::corrupt(path, format!("line {line}"), e.to_string()))?;
+        let field = |c: usize| rec.get(c).unwrap_or("").trim();
+        let int = |c: usize, what: &str| -> Result<i64, DataError> {
+            let v = field(c);
+            v.parse::<i64>()
+                .or_else(|_| v.parse::<f64>().map(|f| f as i64).map_err(|_| ()))
+                .map_err(|_| {
+                    DataError::corrupt(
+                        path,
+                        format!("line {line}"),
+                        format!("{what} `{v}` is not an integer"),
+                    )
+                })
+        };
+        rows.push(SlideRow {
+            slide_id: field(sid).to_owned(),
+            label: int(lab, "label")?,
+            center: center.map(|c| int(c, "center")).transpose()?,
+            split: split.map(|c| field(c).to_owned()),
+        });
+    }
+    Ok(rows)
+}
+
+/// Check a feature file against its CSV: every CSV slide has a bag with the same label.
+/// Returns the bags in CSV order.
+pub fn match_csv(
+    h5: &Path,
+    bags: Vec<Bag>,
+    csv_path: &Path,
+    rows: &[SlideRow],
+) -> Result<Vec<Bag>, DataError> {
+    let mut by_id: BTreeMap<String, Bag> =
+        bags.into_iter().map(|b| (b.slide_id.clone(), b)).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        let bag = by_id.remove(&r.slide_id).ok_or_else(|| {
+            DataError::corrupt(
+                h5,
+                format!("slide `{}`", r.slide_id),
+                format!(
+                    "listed in {} (line {}) but not in the feature file",
+                    csv_path.display(),
+                    i + 2
+                ),
+            )
+        })?;
+        if bag.label != r.label {
+            return Err(DataError::corrupt(
+                h5,
+                format!("slide `{}`, attribute `label`", r.slide_id),
+                format!(
+                    "{} but {} line {} says {}",
+                    bag.label,
+                    csv_path.display(),
+                    i + 2,
+                    r.label
+                ),
+            ));
+        }
+        out.push(bag);
+    }
+    Ok(out)
+}

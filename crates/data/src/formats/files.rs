@@ -1,0 +1,320 @@
+//! Images stored as files: class-per-folder trees (torchvision `ImageFolder`), flat folders
+//! (LSUN-C/LSUN-R/iSUN), and OpenOOD v1.5 `benchmark_imglist/*.txt` lists (METHODS §9.7). All
+//! open to a `FileList`: paths and labels known up front, pixels decoded when asked for.
+
+use crate::error::DataError;
+use crate::source::{ImageSource, Rgb};
+use sha2::{Digest, Sha256};
+use std::path::{Component, Path, PathBuf};
+
+/// The extensions torchvision's `ImageFolder` accepts (`IMG_EXTENSIONS`) that we can decode.
+const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "JPEG"];
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Decode an image file to RGB (grey, grey+alpha, RGBA and 16-bit images are converted, as
+/// PIL's `convert('RGB')` does in every loader of the field).
+pub fn decode(path: &Path) -> Result<Rgb, DataError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DataError::Missing {
+                path: path.to_owned(),
+                what: "image file listed by the dataset".into(),
+                layout: "    (the file named by the list or folder scan)".into(),
+                hint: "the dataset is incomplete; run `data check` and re-extract the archive"
+                    .into(),
+            });
+        }
+        Err(e) => return Err(DataError::io(path, e)),
+    };
+    decode_bytes(path, &bytes)
+}
+
+pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Rgb, DataError> {
+    let img = image::load_from_memory(bytes).map_err(|e| DataError::Decode {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(Rgb::from_image(img.to_rgb8()))
+}
+
+/// A list of image files with labels.
+#[derive(Debug)]
+pub struct FileList {
+    name: String,
+    /// Where the list came from (a list file or a folder), for messages and fingerprints.
+    origin: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub labels: Vec<usize>,
+    /// Class names (folder names for class-per-folder trees; empty otherwise).
+    pub classes: Vec<String>,
+}
+
+impl FileList {
+    /// A class-per-folder tree: sorted sub-folder names are the classes (torchvision
+    /// `ImageFolder`), images found recursively in each, in sorted order.
+    pub fn class_folders(
+        root: &Path,
+        name: &str,
+        layout: &str,
+        hint: &str,
+    ) -> Result<Self, DataError> {
+        let dirs = sorted_entries(
+            root,
+            "image folder (one sub-folder per class)",
+            layout,
+            hint,
+        )?;
+        let classes: Vec<PathBuf> = dirs.into_iter().filter(|p| p.is_dir()).collect();
+        if classes.is_empty() {
+            return Err(DataError::corrupt(
+                root,
+                "folder",
+                "no class sub-folders; expected <root>/<class>/<image>.jpg",
+            ));
+        }
+        let mut files = Vec::new();
+        let mut labels = Vec::new();
+        for (label, dir) in classes.iter().enumerate() {
+            let mut found = Vec::new();
+            walk(dir, &mut found)?;
+            labels.extend(std::iter::repeat_n(label, found.len()));
+            files.extend(found);
+        }
+        if files.is_empty() {
+            return Err(DataError::corrupt(
+                root,
+                "folder",
+                "class sub-folders hold no .jpg/.jpeg/.png images",
+            ));
+        }
+        let classes = classes
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        Ok(Self {
+            name: name.to_owned(),
+            origin: root.to_owned(),
+            files,
+            labels,
+            classes,
+        })
+    }
+
+    /// Every image under a folder, recursively and in sorted order, label 0 (OOD sets whose
+    /// class structure is unused: LSUN-C, LSUN-R, iSUN, Textures, Places365).
+    pub fn flat(root: &Path, name: &str, layout: &str, hint: &str) -> Result<Self, DataError> {
+        sorted_entries(root, "image folder", layout, hint)?;
+        let mut files = Vec::new();
+        walk(root, &mut files)?;
+        if files.is_empty() {
+            return Err(DataError::corrupt(
+                root,
+                "folder",
+                "holds no .jpg/.jpeg/.png images",
+            ));
+        }
+        let labels = vec![0; files.len()];
+        Ok(Self {
+            name: name.to_owned(),
+            origin: root.to_owned(),
+            files,
+            labels,
+            classes: Vec::new(),
+        })
+    }
+
+    /// An OpenOOD image list: each line is `<path relative to data_dir> <label>`, split on the
+    /// first space (`openood/datasets/imglist_dataset.py`). `<label>` is an integer, or a dict
+    /// literal (then the label is 0, as OpenOOD sets it). Negative labels (soft labels in
+    /// OpenOOD) become 0: they only occur in OOD/outlier lists, whose labels are unused.
+    /// `num_classes = Some(k)` checks ID labels are in 0..k.
+    pub fn imglist(
+        list: &Path,
+        data_dir: &Path,
+        name: &str,
+        num_classes: Option<usize>,
+        layout: &str,
+        hint: &str,
+    ) -> Result<Self, DataError> {
+        let text = match std::fs::read(list) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DataError::missing(list, "OpenOOD image list", layout, hint));
+            }
+            Err(e) => return Err(DataError::io(list, e)),
+        };
+        if !data_dir.is_dir() {
+            return Err(DataError::missing(
+                data_dir,
+                "image folder the list refers to",
+                layout,
+                hint,
+            ));
+        }
+        let text = String::from_utf8(text).map_err(|e| {
+            DataError::corrupt(
+                list,
+                format!("byte offset {}", e.utf8_error().valid_up_to()),
+                "not UTF-8 text",
+            )
+        })?;
+        let mut files = Vec::new();
+        let mut labels = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = format!("line {}", i + 1);
+            let (rel, rest) = line.split_once(' ').unwrap_or((line, ""));
+            let rel_path = Path::new(rel);
+            if rel_path.is_absolute()
+                || rel_path
+                    .components()
+                    .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+            {
+                return Err(DataError::corrupt(
+                    list,
+                    at,
+                    format!(
+                        "path `{rel}` leaves the data folder; expected a relative path without `..` (inside {})",
+                        data_dir.display()
+                    ),
+                ));
+            }
+            let rest = rest.trim();
+            let label = if rest.starts_with('{') || rest.is_empty() {
+                0
+            } else {
+                let v: i64 = rest.parse().map_err(|_| {
+                    DataError::corrupt(
+                        list,
+                        format!("line {}", i + 1),
+                        format!("label `{rest}` is not an integer or a dict"),
+                    )
+                })?;
+                let v = v.max(0) as usize;
+                if let Some(k) = num_classes
+                    && v >= k
+                {
+                    return Err(DataError::corrupt(
+                        list,
+                        at,
+                        format!("label {v} is out of range: expected 0..{k}"),
+                    ));
+                }
+                v
+            };
+            files.push(data_dir.join(rel_path));
+            labels.push(label);
+        }
+        if files.is_empty() {
+            return Err(DataError::corrupt(
+                list,
+                "line 1",
+                "the list is empty; expected `<relative path> <label>` lines",
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            origin: list.to_owned(),
+            files,
+            labels,
+            classes: Vec::new(),
+        })
+    }
+
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// Files of the list that do not exist (for `data check`).
+    pub fn missing_files(&self) -> Vec<&Path> {
+        self.files
+            .iter()
+            .filter(|f| !f.is_file())
+            .map(PathBuf::as_path)
+            .collect()
+    }
+}
+
+fn sorted_entries(
+    root: &Path,
+    what: &str,
+    layout: &str,
+    hint: &str,
+) -> Result<Vec<PathBuf>, DataError> {
+    let rd = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DataError::missing(root, what, layout, hint));
+        }
+        Err(e) => return Err(DataError::io(root, e)),
+    };
+    let mut out = rd
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DataError::io(root, e))?;
+    out.sort();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut entries = rd
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DataError::io(dir, e))?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+impl ImageSource for FileList {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+    fn label(&self, index: usize) -> usize {
+        self.labels[index]
+    }
+    fn load(&self, index: usize) -> Result<Rgb, DataError> {
+        decode(&self.files[index])
+    }
+    /// SHA-256 of the listing (paths relative to the origin, and labels): the "list hash".
+    fn fingerprint(&self) -> String {
+        let base = if self.origin.is_file() {
+            self.origin.parent().unwrap_or(Path::new(""))
+        } else {
+            &self.origin
+        };
+        let mut h = Sha256::new();
+        for (f, l) in self.files.iter().zip(&self.labels) {
+            let rel = f.strip_prefix(base).unwrap_or(f);
+            h.update(rel.to_string_lossy().as_bytes());
+            h.update(b" ");
+            h.update(l.to_string().as_bytes());
+            h.update(b"\n");
+        }
+        crate::hex(&h.finalize())
+    }
+}
