@@ -17,7 +17,7 @@ pub use error::DataError;
 pub use images::{ImageItem, ImageSet};
 pub use loader::{
     Batch, Normalizer, Pipeline, Prefetch, TrainBatch, epoch_batches, make_batch, outlier_indices,
-    steps_per_epoch,
+    steps_per_epoch, train_epoch,
 };
 pub use source::{ImageSource, Rgb, Source};
 

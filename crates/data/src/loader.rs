@@ -6,9 +6,10 @@
 //! decide *when* a batch is built, never *what* it contains.
 
 use crate::error::DataError;
+use crate::source::Source;
 use crate::source::{ImageSource, Rgb};
 use crate::transform;
-use oodforge_core::config::{OutlierOrder, TransformOp};
+use oodforge_core::config::{DataConfig, OutlierOrder, TransformOp};
 use oodforge_core::rng::{Purpose, stream};
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -333,4 +334,70 @@ pub fn default_workers(workers: usize) -> usize {
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
+}
+
+/// One training epoch's batches, built ahead of training on `data.loader.workers` threads: the
+/// ID batches of a seeded permutation (the epoch is defined by the ID set) and, when
+/// `data.outlier_batch_size > 0`, an outlier batch beside each from the cycling outlier stream
+/// (OE: 128 ID + 256 outliers). Samples and augmentation draws depend on (seed, epoch, step)
+/// only, never on the thread count.
+pub fn train_epoch(
+    data: &DataConfig,
+    seed: u64,
+    train: &Source,
+    outliers: Option<&Source>,
+    norm: Normalizer,
+    epoch: usize,
+) -> Result<Prefetch<Result<TrainBatch, DataError>>, DataError> {
+    let outliers = match (data.outlier_batch_size, outliers) {
+        (0, _) => None,
+        (b, Some(set)) if !set.is_empty() => Some((Source::clone(set), b)),
+        (_, _) => {
+            return Err(DataError::Config(
+                "data.outlier_batch_size > 0 but the data source declares no (non-empty) outlier set".into(),
+            ));
+        }
+    };
+    let batch_size = data.batch_size;
+    let plan = epoch_batches(train.len(), batch_size, seed, epoch);
+    let per_epoch = plan.len();
+    let pipeline = Pipeline::Train {
+        ops: data.train_transform.clone(),
+        views: data.views,
+        norm,
+    };
+    let (train, order) = (Source::clone(train), data.outlier_order);
+    let workers = default_workers(data.loader.workers);
+    Ok(Prefetch::new(
+        plan.len(),
+        workers,
+        data.loader.prefetch,
+        move |k| {
+            let id = make_batch(
+                train.as_ref(),
+                &plan[k],
+                &pipeline,
+                seed,
+                Purpose::Augment,
+                epoch as u64,
+                (k * batch_size) as u64,
+            )?;
+            let outliers = match &outliers {
+                None => None,
+                Some((set, b)) => {
+                    let idx = outlier_indices(set.len(), *b, order, seed, epoch, k, per_epoch);
+                    Some(make_batch(
+                        set.as_ref(),
+                        &idx,
+                        &pipeline,
+                        seed,
+                        Purpose::AugmentOutlier,
+                        epoch as u64,
+                        (k * b) as u64,
+                    )?)
+                }
+            };
+            Ok(TrainBatch { id, outliers })
+        },
+    ))
 }

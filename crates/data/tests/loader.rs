@@ -385,3 +385,44 @@ fn outlier_stream_cycles_with_the_id_epoch() {
     }
     assert_ne!(seen[..9], seen[9..]);
 }
+
+#[test]
+fn paired_id_and_outlier_batches_follow_the_config_ratio() {
+    let mut cfg: oodforge_core::config::DataConfig =
+        toml::from_str("batch_size = 4\noutlier_batch_size = 8\n[source]\nkind = \"synthetic\"\n")
+            .unwrap();
+    cfg.loader.workers = 2;
+    cfg.train_transform = vec![TransformOp::HorizontalFlip { p: 0.5 }];
+    let (id, out) = (set(10), set(5));
+    let batches: Vec<_> = oodforge_data::train_epoch(&cfg, 1, &id, Some(&out), UNIT, 0)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // The ID set defines the epoch: 4 + 4 + 2; the outlier stream cycles through its 5 images.
+    assert_eq!(
+        batches
+            .iter()
+            .map(|b| b.id.labels.len())
+            .collect::<Vec<_>>(),
+        vec![4, 4, 2]
+    );
+    for b in &batches {
+        let o = b.outliers.as_ref().unwrap();
+        assert_eq!(o.shape, [8, 3, 8, 8]);
+    }
+    cfg.loader.workers = 1;
+    let again: Vec<_> = oodforge_data::train_epoch(&cfg, 1, &id, Some(&out), UNIT, 0)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(batches, again);
+    // No outlier set but outliers requested: a clear error.
+    let e = oodforge_data::train_epoch(&cfg, 1, &id, None, UNIT, 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("outlier_batch_size"), "{e}");
+    cfg.outlier_batch_size = 0;
+    let plain = oodforge_data::train_epoch(&cfg, 1, &id, None, UNIT, 0).unwrap();
+    assert!(plain.map(Result::unwrap).all(|b| b.outliers.is_none()));
+}

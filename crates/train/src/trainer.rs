@@ -15,10 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, OptimConfig, ResolvedConfig};
 use oodforge_core::rng::{Purpose, derived_seed};
 use oodforge_core::{Group, backend};
-use oodforge_data::{
-    Datasets, Pipeline, Prefetch, Source, TrainBatch, epoch_batches, loader, make_batch,
-    outlier_indices, steps_per_epoch,
-};
+use oodforge_data::{Datasets, Source, TrainBatch, steps_per_epoch, train_epoch};
 use oodforge_eval::Results;
 use oodforge_losses::Objective;
 use oodforge_models::Classifier;
@@ -236,15 +233,6 @@ fn execute(
     let epochs = cfg.train.epochs;
     let batch_size = cfg.data.batch_size;
     let per_epoch = steps_per_epoch(data.train.len(), batch_size);
-    let outliers = match (cfg.data.outlier_batch_size, &data.outliers) {
-        (0, _) => None,
-        (b, Some(set)) => Some((Source::clone(set), b)),
-        (_, None) => {
-            return Err(TrainError::Data(oodforge_data::DataError::Config(
-                "data.outlier_batch_size > 0 but the data source declares no outlier set".into(),
-            )));
-        }
-    };
     let schedule = Schedule {
         kind: cfg.train.lr_schedule,
         base: cfg.optim.base_lr(),
@@ -262,7 +250,14 @@ fn execute(
         let bar = progress_bar(opts.progress, per_epoch, epoch, epochs);
         let epoch_start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        let batches = train_batches(cfg, &data.train, outliers.clone(), norm, epoch, per_epoch);
+        let batches = train_epoch(
+            &cfg.data,
+            cfg.seed,
+            &data.train,
+            data.outliers.as_ref(),
+            norm,
+            epoch,
+        )?;
         for batch in batches {
             let lr = schedule.lr(step);
             // The outlier batch is built for OE-style objectives; plain CE does not read it.
@@ -379,55 +374,6 @@ fn execute(
         run_dir: dir.to_path_buf(),
         finished,
         results,
-    })
-}
-
-/// The epoch's batches, built ahead of training on `data.loader.workers` threads. Which samples
-/// and which augmentation draws a batch gets depend on (seed, epoch, step) only.
-fn train_batches(
-    cfg: &ExperimentConfig,
-    train: &Source,
-    outliers: Option<(Source, usize)>,
-    norm: oodforge_data::Normalizer,
-    epoch: usize,
-    per_epoch: usize,
-) -> Prefetch<Result<TrainBatch, oodforge_data::DataError>> {
-    let d = &cfg.data;
-    let seed = cfg.seed;
-    let plan = epoch_batches(train.len(), d.batch_size, seed, epoch);
-    let pipeline = Pipeline::Train {
-        ops: d.train_transform.clone(),
-        views: d.views,
-        norm,
-    };
-    let (train, order, batch_size) = (Source::clone(train), d.outlier_order, d.batch_size);
-    let workers = loader::default_workers(d.loader.workers);
-    Prefetch::new(plan.len(), workers, d.loader.prefetch, move |k| {
-        let id = make_batch(
-            train.as_ref(),
-            &plan[k],
-            &pipeline,
-            seed,
-            Purpose::Augment,
-            epoch as u64,
-            (k * batch_size) as u64,
-        )?;
-        let outliers = match &outliers {
-            None => None,
-            Some((set, b)) => {
-                let idx = outlier_indices(set.len(), *b, order, seed, epoch, k, per_epoch);
-                Some(make_batch(
-                    set.as_ref(),
-                    &idx,
-                    &pipeline,
-                    seed,
-                    Purpose::AugmentOutlier,
-                    epoch as u64,
-                    (k * b) as u64,
-                )?)
-            }
-        };
-        Ok(TrainBatch { id, outliers })
     })
 }
 
