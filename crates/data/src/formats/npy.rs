@@ -204,8 +204,8 @@ impl ImageSource for NpyImages {
         };
         Ok(Rgb::new(self.h, self.w, data))
     }
-    /// Header, size and a sample of 64 evenly spaced images: hashing 900 MB on every start
-    /// would cost seconds; `data check --full` hashes the whole file.
+    /// Header, size and 64 evenly spaced images: hashing all 900 MB would cost seconds at
+    /// every start.
     fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         h.update(&self.map[..self.offset]);
