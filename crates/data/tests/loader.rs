@@ -426,3 +426,32 @@ fn paired_id_and_outlier_batches_follow_the_config_ratio() {
     let plain = oodforge_data::train_epoch(&cfg, 1, &id, None, UNIT, 0).unwrap();
     assert!(plain.map(Result::unwrap).all(|b| b.outliers.is_none()));
 }
+
+/// Our bilinear resize against PIL's (`Image.resize(..., BILINEAR)`, what torchvision's Resize
+/// runs on PIL images), on fixtures written by `tests/fixtures/make_fixtures.py`. The `image`
+/// crate's triangle filter is the same antialiased bilinear kernel; rounding of the fixed-point
+/// arithmetic PIL uses differs by at most one grey level.
+#[test]
+fn bilinear_resize_matches_pil() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let load = |n: &str| Rgb::from_image(image::open(dir.join(n)).unwrap().to_rgb8());
+    let src = load("resize_src.png");
+    for (name, h, w) in [
+        ("resize_pil_32x42.png", 32, 42),
+        ("resize_pil_68x90.png", 68, 90),
+    ] {
+        let pil = load(name);
+        let ours = transform::resize_exact(src.clone(), h, w);
+        assert_eq!((ours.height, ours.width), (pil.height, pil.width));
+        let diffs: Vec<i32> = ours
+            .data
+            .iter()
+            .zip(&pil.data)
+            .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+            .collect();
+        let max = *diffs.iter().max().unwrap();
+        let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+        eprintln!("{name}: max |diff| {max}, mean {mean:.3}");
+        assert!(max <= 1 && mean < 0.3, "{name}: max {max}, mean {mean}");
+    }
+}
