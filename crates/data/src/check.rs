@@ -55,6 +55,7 @@ pub fn format_name(spec: &SetSpec) -> (&'static str, String) {
         SetSpec::ImageFolder { path } => ("image_folder", path.clone()),
         SetSpec::FlatFolder { path } => ("flat_folder", path.clone()),
         SetSpec::ImgList { list, root } => ("imglist", format!("{list} over {root}")),
+        SetSpec::MixoeList { list, root } => ("mixoe_list", format!("{list} over {root}")),
         SetSpec::Npy { path } => ("npy", path.clone()),
     }
 }
@@ -80,6 +81,10 @@ pub fn check_set(role: &'static str, set: &PlannedSet, num_classes: Option<usize
             let list = match &set.spec {
                 SetSpec::ImgList { list, root } => {
                     FileList::imglist(Path::new(list), Path::new(root), &set.name, None, "", "")
+                        .ok()
+                }
+                SetSpec::MixoeList { list, root } => {
+                    FileList::mixoe_list(Path::new(list), Path::new(root), &set.name, None, "", "")
                         .ok()
                 }
                 _ => None,

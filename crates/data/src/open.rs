@@ -67,6 +67,17 @@ pub fn open(set: &PlannedSet, num_classes: Option<usize>) -> Result<Opened, Data
             )?),
             class_names: Vec::new(),
         },
+        SetSpec::MixoeList { list, root } => Opened {
+            source: Arc::new(FileList::mixoe_list(
+                Path::new(list),
+                Path::new(root),
+                name,
+                num_classes,
+                layout,
+                hint,
+            )?),
+            class_names: Vec::new(),
+        },
         SetSpec::Npy { path } => Opened {
             source: Arc::new(npy::NpyImages::open(Path::new(path), name)?),
             class_names: Vec::new(),

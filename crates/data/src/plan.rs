@@ -133,7 +133,7 @@ fn custom(name: &str, spec: &SetSpec) -> PlannedSet {
         SetSpec::FlatFolder { .. } => {
             "<path>/\n  <image>.jpg|.png ... (sub-folders are searched too)".into()
         }
-        SetSpec::ImgList { .. } => {
+        SetSpec::ImgList { .. } | SetSpec::MixoeList { .. } => {
             "<list>: one `<relative path> <label>` per line\n<root>/<relative path>".into()
         }
         SetSpec::Npy { .. } => "<path>: NumPy uint8 array of shape (N, H, W, 3)".into(),

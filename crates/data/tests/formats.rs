@@ -519,3 +519,25 @@ fn half_precision_conversion_is_exact() {
     assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
     assert!(f16_to_f32(0x7c00).is_infinite() && f16_to_f32(0x7e00).is_nan());
 }
+
+#[test]
+fn mixoe_lists_keep_one_space_inside_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("car");
+    write_png(&data.join("cars_train/00001.png"), 2, 2, 4);
+    write_png(&data.join("cars_train/my car.png"), 2, 2, 5);
+    let list = tmp.path().join("train.txt");
+    std::fs::write(&list, "cars_train/00001.png 3\ncars_train/my car.png 7\n").unwrap();
+    let set = FileList::mixoe_list(&list, &data, "car", Some(10), "", "").unwrap();
+    assert_eq!(set.labels, vec![3, 7]);
+    assert!(set.files[1].ends_with("cars_train/my car.png"));
+    assert_eq!(set.load(1).unwrap().data[..3], [5, 0, 0]);
+    // The same line in an OpenOOD list splits at the first space (as OpenOOD does) and fails.
+    let e = FileList::imglist(&list, &data, "car", Some(10), "", "")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 2") && e.contains("`car.png 7` is not an integer"),
+        "{e}"
+    );
+}

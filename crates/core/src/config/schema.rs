@@ -288,6 +288,10 @@ pub enum SetSpec {
     /// An OpenOOD-style list `<relative path> <label>` over the folder `root`.
     #[serde(rename = "imglist")]
     ImgList { list: String, root: String },
+    /// A MixOE `info/<ds>/{train,val,test}.txt` list (`relative/path label`; a line with more
+    /// than two tokens has a path with one space: the first two tokens), over the folder `root`.
+    #[serde(rename = "mixoe_list")]
+    MixoeList { list: String, root: String },
     /// A NumPy uint8 array N x H x W x C, memory-mapped.
     #[serde(rename = "npy")]
     Npy { path: String },

@@ -147,10 +147,47 @@ impl FileList {
         layout: &str,
         hint: &str,
     ) -> Result<Self, DataError> {
+        Self::list(list, data_dir, name, num_classes, layout, hint, |line| {
+            line.split_once(' ').unwrap_or((line, ""))
+        })
+    }
+
+    /// A MixOE list (`info/<ds>/{train,val,test}.txt`, METHODS §9.9; `utils/dataset.py`):
+    /// `relative/path label`; when a line has more than two space-separated tokens, the first
+    /// two joined by a space are the path (file names with one space) and the third the label.
+    pub fn mixoe_list(
+        list: &Path,
+        data_dir: &Path,
+        name: &str,
+        num_classes: Option<usize>,
+        layout: &str,
+        hint: &str,
+    ) -> Result<Self, DataError> {
+        Self::list(list, data_dir, name, num_classes, layout, hint, |line| {
+            let tokens: Vec<&str> = line.split(' ').collect();
+            if tokens.len() > 2 {
+                let cut = tokens[0].len() + 1 + tokens[1].len();
+                (&line[..cut], line[cut..].trim_start())
+            } else {
+                line.split_once(' ').unwrap_or((line, ""))
+            }
+        })
+    }
+
+    /// A list file: `split` cuts a line into (relative path, label text).
+    fn list(
+        list: &Path,
+        data_dir: &Path,
+        name: &str,
+        num_classes: Option<usize>,
+        layout: &str,
+        hint: &str,
+        split: impl Fn(&str) -> (&str, &str),
+    ) -> Result<Self, DataError> {
         let text = match std::fs::read(list) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DataError::missing(list, "OpenOOD image list", layout, hint));
+                return Err(DataError::missing(list, "image list", layout, hint));
             }
             Err(e) => return Err(DataError::io(list, e)),
         };
@@ -177,7 +214,7 @@ impl FileList {
                 continue;
             }
             let at = format!("line {}", i + 1);
-            let (rel, rest) = line.split_once(' ').unwrap_or((line, ""));
+            let (rel, rest) = split(line);
             let rel_path = Path::new(rel);
             if rel_path.is_absolute()
                 || rel_path
