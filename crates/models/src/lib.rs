@@ -2,17 +2,20 @@
 //! from one forward pass.
 
 pub mod resnet;
+pub mod wrn;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use oodforge_core::config::ModelConfig;
 pub use resnet::{Output, ResNet};
+pub use wrn::WideResNet;
 
 /// Every backbone (an enum rather than trait objects: the compiler lists every place a new
 /// variant must be handled).
 #[derive(Module, Debug)]
 pub enum Classifier {
     ResNet(ResNet),
+    Wrn(WideResNet),
 }
 
 impl Classifier {
@@ -25,18 +28,31 @@ impl Classifier {
             ModelConfig::ResNet10 { width } => {
                 Self::ResNet(ResNet::resnet10_32x32(*width, num_classes, device))
             }
+            ModelConfig::Wrn {
+                depth,
+                widen_factor,
+                dropout,
+            } => Self::Wrn(WideResNet::new(
+                *depth,
+                *widen_factor,
+                *dropout,
+                num_classes,
+                device,
+            )),
         }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Output {
         match self {
             Self::ResNet(m) => m.forward(x),
+            Self::Wrn(m) => m.forward(x),
         }
     }
 
     pub fn feature_dim(&self) -> usize {
         match self {
             Self::ResNet(m) => m.feature_dim(),
+            Self::Wrn(m) => m.feature_dim(),
         }
     }
 
@@ -92,6 +108,21 @@ mod tests {
         assert_eq!(m.feature_dim(), 512);
     }
 
+    #[test]
+    fn wrn_40_2_matches_the_reference_parameter_count() {
+        // OE / energy `WideResNet(40, 10, 2, dropRate=0.3)`: 2,243,546 parameters
+        // (`sum(p.numel() for p in net.parameters())`), 128-d features.
+        let device = Device::flex();
+        let cfg = ModelConfig::Wrn {
+            depth: 40,
+            widen_factor: 2,
+            dropout: 0.3,
+        };
+        let m = Classifier::new(&cfg, 10, &device);
+        assert_eq!(m.num_trainable_params(), 2_243_546);
+        assert_eq!(m.feature_dim(), 128);
+    }
+
     struct GradCheck<'a> {
         grads: &'a burn::tensor::Gradients,
         missing: usize,
@@ -121,6 +152,11 @@ mod tests {
         for cfg in [
             ModelConfig::ResNet10 { width: 4 },
             ModelConfig::ResNet18 { width: 4 },
+            ModelConfig::Wrn {
+                depth: 10,
+                widen_factor: 1,
+                dropout: 0.3,
+            },
         ] {
             device.seed(0);
             let m = Classifier::new(&cfg, 5, &device);
@@ -131,7 +167,8 @@ mod tests {
             );
             let out = m.forward(x);
             assert_eq!(out.logits.dims(), [3, 5], "{cfg:?}");
-            assert_eq!(out.features.dims(), [3, 32], "{cfg:?}");
+            let dim = m.feature_dim();
+            assert_eq!(out.features.dims(), [3, dim], "{cfg:?}");
             let logits: Vec<f32> = out.logits.clone().into_data().try_to_vec().unwrap();
             assert!(logits.iter().all(|v| v.is_finite()));
             let grads = out.logits.sum().backward();

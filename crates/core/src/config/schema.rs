@@ -343,6 +343,17 @@ pub enum ModelConfig {
         #[serde(default = "defaults::resnet_width")]
         width: usize,
     },
+    /// Wide ResNet as in the OE / energy repositories (`CIFAR/models/wrn.py`): WRN-40-2 with
+    /// dropout 0.3 is their network.
+    #[serde(rename = "wrn")]
+    Wrn {
+        #[serde(default = "defaults::wrn_depth")]
+        depth: usize,
+        #[serde(default = "defaults::wrn_widen")]
+        widen_factor: usize,
+        #[serde(default = "defaults::wrn_dropout")]
+        dropout: f64,
+    },
 }
 
 /// Training objectives, tagged by `name`.
@@ -500,6 +511,15 @@ pub(crate) mod defaults {
     }
     pub fn outliers() -> usize {
         5000
+    }
+    pub fn wrn_depth() -> usize {
+        40
+    }
+    pub fn wrn_widen() -> usize {
+        2
+    }
+    pub fn wrn_dropout() -> f64 {
+        0.3
     }
     pub fn image_size() -> usize {
         32

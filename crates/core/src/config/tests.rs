@@ -285,3 +285,29 @@ epochs = 1
         "{e}"
     );
 }
+
+#[test]
+fn wide_resnet_defaults_to_wrn_40_2_and_checks_its_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MINIMAL.replace("backbone = \"resnet10\"\nwidth = 8", "backbone = \"wrn\"");
+    let r = load(&write(dir.path(), "w.toml", &text), &[]).unwrap();
+    assert_eq!(
+        r.config.model,
+        ModelConfig::Wrn {
+            depth: 40,
+            widen_factor: 2,
+            dropout: 0.3
+        }
+    );
+    let e = err(
+        dir.path(),
+        &MINIMAL.replace(
+            "backbone = \"resnet10\"\nwidth = 8",
+            "backbone = \"wrn\"\ndepth = 41\ndropout = 1.0",
+        ),
+    );
+    assert!(
+        e.contains("model.depth") && e.contains("6n + 4") && e.contains("model.dropout"),
+        "{e}"
+    );
+}

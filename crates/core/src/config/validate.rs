@@ -281,6 +281,32 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                 );
             }
         }
+        ModelConfig::Wrn {
+            depth,
+            widen_factor,
+            dropout,
+        } => {
+            if *depth < 10 || depth % 6 != 4 {
+                bad(
+                    "model.depth",
+                    format!(
+                        "{depth} is not allowed, expected 6n + 4 with n >= 1 (16, 28, 40, ...)"
+                    ),
+                );
+            }
+            if !(1..=20).contains(widen_factor) {
+                bad(
+                    "model.widen_factor",
+                    format!("{widen_factor} is out of range, expected 1..=20"),
+                );
+            }
+            if !(0.0..1.0).contains(dropout) {
+                bad(
+                    "model.dropout",
+                    format!("{dropout} is out of range, expected 0 <= p < 1"),
+                );
+            }
+        }
     }
 
     match &c.optim {
