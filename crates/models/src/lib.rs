@@ -25,6 +25,9 @@ impl Classifier {
             ModelConfig::ResNet18 { width } => {
                 Self::ResNet(ResNet::resnet18_32x32(*width, num_classes, device))
             }
+            ModelConfig::ResNet34 { width } => {
+                Self::ResNet(ResNet::resnet34_32x32(*width, num_classes, device))
+            }
             ModelConfig::ResNet10 { width } => {
                 Self::ResNet(ResNet::resnet10_32x32(*width, num_classes, device))
             }
@@ -106,6 +109,9 @@ mod tests {
         // Plus 2 x 4,800 BatchNorm running statistics.
         assert_eq!(m.num_params(), 11_173_962 + 9_600);
         assert_eq!(m.feature_dim(), 512);
+        // CIFAR ResNet-34, 10 classes: 21,282,122 (PALM / kuangliu pytorch-cifar `ResNet34`).
+        let m = Classifier::new(&ModelConfig::ResNet34 { width: 64 }, 10, &device);
+        assert_eq!(m.num_trainable_params(), 21_282_122);
     }
 
     #[test]
@@ -152,6 +158,7 @@ mod tests {
         for cfg in [
             ModelConfig::ResNet10 { width: 4 },
             ModelConfig::ResNet18 { width: 4 },
+            ModelConfig::ResNet34 { width: 2 },
             ModelConfig::Wrn {
                 depth: 10,
                 widen_factor: 1,

@@ -124,6 +124,11 @@ impl ResNet {
         Self::cifar([2, 2, 2, 2], width, num_classes, device)
     }
 
+    /// ResNet-34 for 32x32 inputs (PALM's backbone): [3, 4, 6, 3].
+    pub fn resnet34_32x32(width: usize, num_classes: usize, device: &Device) -> Self {
+        Self::cifar([3, 4, 6, 3], width, num_classes, device)
+    }
+
     /// The shallower [1, 1, 1, 1] variant used for fast CPU runs; not a paper network.
     pub fn resnet10_32x32(width: usize, num_classes: usize, device: &Device) -> Self {
         Self::cifar([1, 1, 1, 1], width, num_classes, device)

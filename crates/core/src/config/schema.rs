@@ -336,6 +336,12 @@ pub enum ModelConfig {
         #[serde(default = "defaults::resnet_width")]
         width: usize,
     },
+    /// CIFAR-style ResNet-34 (BasicBlocks [3, 4, 6, 3]): PALM's backbone (`models/resnet.py`).
+    #[serde(rename = "resnet34")]
+    ResNet34 {
+        #[serde(default = "defaults::resnet_width")]
+        width: usize,
+    },
     /// The same CIFAR ResNet with one BasicBlock per stage: a shallower network for fast
     /// CPU runs (the quickstart). Not a paper network.
     #[serde(rename = "resnet10")]

@@ -273,7 +273,9 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
     }
 
     match &c.model {
-        ModelConfig::ResNet18 { width } | ModelConfig::ResNet10 { width } => {
+        ModelConfig::ResNet18 { width }
+        | ModelConfig::ResNet34 { width }
+        | ModelConfig::ResNet10 { width } => {
             if !(1..=512).contains(width) {
                 bad(
                     "model.width",
