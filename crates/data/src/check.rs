@@ -2,11 +2,9 @@
 //! hash, and for anything missing or broken the expected layout and where to get it.
 
 use crate::error::DataError;
-use crate::formats::files::FileList;
 use crate::open::open;
 use crate::plan::{Plan, PlannedSet};
 use oodforge_core::config::SetSpec;
-use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -78,18 +76,12 @@ pub fn check_set(role: &'static str, set: &PlannedSet, num_classes: Option<usize
         Ok(o) => {
             report.count = Some(o.source.len());
             report.fingerprint = Some(o.source.fingerprint());
-            let list = match &set.spec {
-                SetSpec::ImgList { list, root } => {
-                    FileList::imglist(Path::new(list), Path::new(root), &set.name, None, "", "")
-                        .ok()
-                }
-                SetSpec::MixoeList { list, root } => {
-                    FileList::mixoe_list(Path::new(list), Path::new(root), &set.name, None, "", "")
-                        .ok()
-                }
-                _ => None,
-            };
-            if let Some(list) = list {
+            // Lists name files that may be absent; folder scans only find files that exist.
+            let is_list = matches!(
+                set.spec,
+                SetSpec::ImgList { .. } | SetSpec::MixoeList { .. }
+            );
+            if let Some(list) = o.listing.filter(|_| is_list) {
                 let missing = list.missing_files();
                 if !missing.is_empty() {
                     report.status = Status::Incomplete;

@@ -61,7 +61,7 @@ impl ImageSet {
             h.update((*l as u64).to_le_bytes());
         }
         h.update(&self.images);
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        oodforge_core::config::hex(&h.finalize())
     }
 
     /// Save image `index` as PNG (for looking at the data).

@@ -161,8 +161,3 @@ impl Normalizer {
         Ok(Self { mean, std })
     }
 }
-
-/// Lower-case hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}

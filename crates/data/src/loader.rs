@@ -65,7 +65,8 @@ impl Pipeline {
     }
 }
 
-/// Build one batch of `indices`. `keys[i]` keys sample i's augmentation stream.
+/// Build one batch of `indices`. Sample k's augmentation draws come from
+/// `stream(seed, purpose, epoch, first_position + k)`; the test pipeline draws nothing.
 pub fn make_batch(
     source: &dyn ImageSource,
     indices: &[usize],

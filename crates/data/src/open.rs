@@ -14,6 +14,27 @@ use std::sync::Arc;
 pub struct Opened {
     pub source: Source,
     pub class_names: Vec<String>,
+    /// The file listing behind `source` for folder and list formats (for `data check`).
+    pub listing: Option<Arc<FileList>>,
+}
+
+impl Opened {
+    fn memory(source: Source, class_names: Vec<String>) -> Self {
+        Self {
+            source,
+            class_names,
+            listing: None,
+        }
+    }
+
+    fn files(list: FileList) -> Self {
+        let list = Arc::new(list);
+        Self {
+            source: list.clone(),
+            class_names: list.classes.clone(),
+            listing: Some(list),
+        }
+    }
 }
 
 /// Open a set. `num_classes` checks ID labels where the format stores them.
@@ -30,58 +51,41 @@ pub fn open(set: &PlannedSet, num_classes: Option<usize>) -> Result<Opened, Data
             };
             let (images, names) = cifar::read(Path::new(path), kind, split == "train", name)?;
             check_classes(Path::new(path), kind.num_classes(), num_classes)?;
-            Opened {
-                source: Arc::new(images),
-                class_names: names,
-            }
+            Opened::memory(Arc::new(images), names)
         }
         SetSpec::Svhn { path } => {
             let images = svhn::read(Path::new(path), name)?;
             check_classes(Path::new(path), 10, num_classes)?;
-            Opened {
-                source: Arc::new(images),
-                class_names: (0..10).map(|d| d.to_string()).collect(),
-            }
+            Opened::memory(Arc::new(images), (0..10).map(|d| d.to_string()).collect())
         }
         SetSpec::ImageFolder { path } => {
             let list = FileList::class_folders(Path::new(path), name, layout, hint)?;
             check_classes(Path::new(path), list.classes.len(), num_classes)?;
-            let class_names = list.classes.clone();
-            Opened {
-                source: Arc::new(list),
-                class_names,
-            }
+            Opened::files(list)
         }
-        SetSpec::FlatFolder { path } => Opened {
-            source: Arc::new(FileList::flat(Path::new(path), name, layout, hint)?),
-            class_names: Vec::new(),
-        },
-        SetSpec::ImgList { list, root } => Opened {
-            source: Arc::new(FileList::imglist(
-                Path::new(list),
-                Path::new(root),
-                name,
-                num_classes,
-                layout,
-                hint,
-            )?),
-            class_names: Vec::new(),
-        },
-        SetSpec::MixoeList { list, root } => Opened {
-            source: Arc::new(FileList::mixoe_list(
-                Path::new(list),
-                Path::new(root),
-                name,
-                num_classes,
-                layout,
-                hint,
-            )?),
-            class_names: Vec::new(),
-        },
-        SetSpec::Npy { path } => Opened {
-            source: Arc::new(npy::NpyImages::open(Path::new(path), name)?),
-            class_names: Vec::new(),
-        },
+        SetSpec::FlatFolder { path } => {
+            Opened::files(FileList::flat(Path::new(path), name, layout, hint)?)
+        }
+        SetSpec::ImgList { list, root } => Opened::files(FileList::imglist(
+            Path::new(list),
+            Path::new(root),
+            name,
+            num_classes,
+            layout,
+            hint,
+        )?),
+        SetSpec::MixoeList { list, root } => Opened::files(FileList::mixoe_list(
+            Path::new(list),
+            Path::new(root),
+            name,
+            num_classes,
+            layout,
+            hint,
+        )?),
+        SetSpec::Npy { path } => Opened::memory(
+            Arc::new(npy::NpyImages::open(Path::new(path), name)?),
+            Vec::new(),
+        ),
     })
 }
 

@@ -80,47 +80,6 @@ impl ImageSource for ImageSet {
     }
 }
 
-/// A subset of another source (PALM's random 10,000 Places365 images, the OpenOOD val split).
-pub struct Subset {
-    name: String,
-    inner: Source,
-    indices: Vec<usize>,
-}
-
-impl Subset {
-    pub fn new(name: &str, inner: Source, indices: Vec<usize>) -> Self {
-        Self {
-            name: name.to_owned(),
-            inner,
-            indices,
-        }
-    }
-}
-
-impl ImageSource for Subset {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn len(&self) -> usize {
-        self.indices.len()
-    }
-    fn label(&self, index: usize) -> usize {
-        self.inner.label(self.indices[index])
-    }
-    fn load(&self, index: usize) -> Result<Rgb, DataError> {
-        self.inner.load(self.indices[index])
-    }
-    fn fingerprint(&self) -> String {
-        let mut h = sha2::Sha256::default();
-        use sha2::Digest;
-        h.update(self.inner.fingerprint().as_bytes());
-        for i in &self.indices {
-            h.update((*i as u64).to_le_bytes());
-        }
-        crate::hex(&h.finalize())
-    }
-}
-
 /// Any source behind burn-dataset's `Dataset` trait (items are decoded HWC images with labels),
 /// for use with burn's own dataset combinators and data loader.
 pub struct SourceDataset(pub Source);

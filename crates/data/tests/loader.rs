@@ -455,3 +455,41 @@ fn bilinear_resize_matches_pil() {
         assert!(max <= 1 && mean < 0.3, "{name}: max {max}, mean {mean}");
     }
 }
+
+/// Any source also serves burn-dataset's `Dataset` trait, errors keeping their type.
+#[test]
+fn sources_serve_burns_dataset_trait() {
+    use burn::data::dataset::Dataset;
+    let ds = oodforge_data::source::SourceDataset(set(3));
+    assert_eq!(ds.len(), 3);
+    let item = ds.get(2).unwrap();
+    assert_eq!((item.label, item.image.height, item.image.width), (2, 8, 8));
+    // Pixel (0, 0) of image 2 holds the R, G, B planes' first bytes.
+    assert_eq!(item.image.data[..3], [22, 86, 150]);
+    let broken = oodforge_data::source::SourceDataset(Arc::new(Undecodable));
+    let e = broken.get(0).unwrap_err().to_string();
+    assert!(e.contains("gone.png") && e.contains("cannot decode"), "{e}");
+}
+
+struct Undecodable;
+
+impl oodforge_data::ImageSource for Undecodable {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn len(&self) -> usize {
+        1
+    }
+    fn label(&self, _: usize) -> usize {
+        0
+    }
+    fn load(&self, _: usize) -> Result<Rgb, oodforge_data::DataError> {
+        oodforge_data::formats::files::decode_bytes(
+            std::path::Path::new("gone.png"),
+            b"not an image",
+        )
+    }
+    fn fingerprint(&self) -> String {
+        String::new()
+    }
+}

@@ -171,9 +171,10 @@ fn execute(
     let mut optim = sgd(&cfg.optim);
     let objective = Objective::from_config(&cfg.objective);
 
-    let mut norm = data.normalizer(&cfg.data)?;
     let (mut epoch, mut step) = (0usize, 0usize);
-    if let Some(ckpt) = &resume_from {
+    // A resumed run keeps the normalisation in its checkpoint; measuring it again (up to
+    // 10,000 decoded images for custom data) would be wasted start-up time.
+    let norm = if let Some(ckpt) = &resume_from {
         let state = checkpoint::load_state(ckpt)?;
         if state.config_hash != resolved.hash {
             return Err(TrainError::Resume {
@@ -188,9 +189,12 @@ fn execute(
         }
         model = checkpoint::load_model(ckpt, model)?;
         optim = checkpoint::load_optim(ckpt, optim)?;
-        (epoch, step, norm) = (state.epoch, state.step, state.normalizer);
+        (epoch, step) = (state.epoch, state.step);
         info!(checkpoint = %ckpt.display(), epoch, step, "resumed");
-    }
+        state.normalizer
+    } else {
+        data.normalizer(&cfg.data)?
+    };
 
     let session = Session {
         started_unix: run::now_unix(),

@@ -352,6 +352,6 @@ impl ImageSource for FileList {
             h.update(l.to_string().as_bytes());
             h.update(b"\n");
         }
-        crate::hex(&h.finalize())
+        oodforge_core::config::hex(&h.finalize())
     }
 }

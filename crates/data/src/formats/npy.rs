@@ -216,6 +216,6 @@ impl ImageSource for NpyImages {
             let s = self.offset + i * size;
             h.update(&self.map[s..s + size]);
         }
-        crate::hex(&h.finalize())
+        oodforge_core::config::hex(&h.finalize())
     }
 }
