@@ -87,7 +87,7 @@ fn openood_benchmarks_declare_every_list() {
 #[test]
 fn data_check_reports_present_missing_and_incomplete_sets() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
+    let root = &tmp.path().join("first");
     let lists = root.join("benchmark_imglist/cifar10");
     std::fs::create_dir_all(&lists).unwrap();
     let data = root.join("images_classic");
@@ -130,7 +130,11 @@ fn data_check_reports_present_missing_and_incomplete_sets() {
     assert!(text.contains("1 of 10 sets ready"), "{text}");
 
     // Same list hash for the same listing, wherever the root lives.
+    let moved = tmp.path().join("second");
+    std::fs::rename(root, &moved).unwrap();
+    let p = plan::openood("cifar10", &moved.display().to_string(), false).unwrap();
     let again = check_plan(&p);
+    assert_eq!(again[0].status, Status::Ok);
     assert_eq!(again[0].fingerprint, reports[0].fingerprint);
 }
 

@@ -47,8 +47,9 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Rgb, DataError> {
 #[derive(Debug)]
 pub struct FileList {
     name: String,
-    /// Where the list came from (a list file or a folder), for messages and fingerprints.
-    origin: PathBuf,
+    /// The folder every file lives under (the scanned folder, or a list's data folder): files
+    /// are hashed relative to it, so the list hash does not depend on where the data sits.
+    root: PathBuf,
     pub files: Vec<PathBuf>,
     pub labels: Vec<usize>,
     /// Class names (folder names for class-per-folder trees; empty otherwise).
@@ -104,7 +105,7 @@ impl FileList {
             .collect();
         Ok(Self {
             name: name.to_owned(),
-            origin: root.to_owned(),
+            root: root.to_owned(),
             files,
             labels,
             classes,
@@ -127,7 +128,7 @@ impl FileList {
         let labels = vec![0; files.len()];
         Ok(Self {
             name: name.to_owned(),
-            origin: root.to_owned(),
+            root: root.to_owned(),
             files,
             labels,
             classes: Vec::new(),
@@ -265,15 +266,15 @@ impl FileList {
         }
         Ok(Self {
             name: name.to_owned(),
-            origin: list.to_owned(),
+            root: data_dir.to_owned(),
             files,
             labels,
             classes: Vec::new(),
         })
     }
 
-    pub fn origin(&self) -> &Path {
-        &self.origin
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Files of the list that do not exist (for `data check`).
@@ -337,16 +338,11 @@ impl ImageSource for FileList {
     fn load(&self, index: usize) -> Result<Rgb, DataError> {
         decode(&self.files[index])
     }
-    /// SHA-256 of the listing (paths relative to the origin, and labels): the "list hash".
+    /// SHA-256 of the listing (paths relative to the root, and labels): the "list hash".
     fn fingerprint(&self) -> String {
-        let base = if self.origin.is_file() {
-            self.origin.parent().unwrap_or(Path::new(""))
-        } else {
-            &self.origin
-        };
         let mut h = Sha256::new();
         for (f, l) in self.files.iter().zip(&self.labels) {
-            let rel = f.strip_prefix(base).unwrap_or(f);
+            let rel = f.strip_prefix(&self.root).unwrap_or(f);
             h.update(rel.to_string_lossy().as_bytes());
             h.update(b" ");
             h.update(l.to_string().as_bytes());
