@@ -254,3 +254,85 @@ epochs = 1
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("MISSING"));
 }
+
+/// `eval --config`: OpenOOD's `resnet18_32x32` checkpoint (made by the official model code,
+/// `../shared/fixtures/weights`) evaluated on the built-in data without training; a config
+/// without weights, a missing file and a checkpoint of the wrong network are clear errors.
+#[test]
+fn eval_imports_pytorch_weights_named_by_the_config() {
+    let ckpt = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/weights/openood_resnet18_32x32.ckpt")
+        .canonicalize()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = TINY
+        .replace("num_classes = 2", "num_classes = 10")
+        .replace("test_per_class = 4", "test_per_class = 2")
+        .replace(
+            "backbone = \"resnet10\"\nwidth = 2",
+            "backbone = \"resnet18\"",
+        );
+    let with_weights = format!(
+        "{config}\n[model.weights]\npath = {:?}\n",
+        ckpt.to_str().unwrap()
+    );
+    // `[model.weights]` after `[train]` is still the model's table in TOML.
+    std::fs::write(dir.path().join("openood.toml"), &with_weights).unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_eval"),
+        &["--config", "openood.toml", "--out", "imported"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("ID accuracy:") && table.contains("| msp |"),
+        "{table}"
+    );
+    let results = std::fs::read_to_string(dir.path().join("imported/results.json")).unwrap();
+    assert!(results.contains("unseen_curved"), "{results}");
+
+    // No weights named.
+    std::fs::write(dir.path().join("plain.toml"), &config).unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_eval"),
+        &["--config", "plain.toml", "--out", "x"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("model.weights"), "{}", stderr(&o));
+    // A checkpoint that is not there.
+    let o = run(
+        env!("CARGO_BIN_EXE_eval"),
+        &[
+            "--config",
+            "plain.toml",
+            "--set",
+            "model.weights.path=\"nope.ckpt\"",
+            "--out",
+            "x",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nope.ckpt"), "{}", stderr(&o));
+    // The right file for the wrong network: the keys are named.
+    let o = run(
+        env!("CARGO_BIN_EXE_eval"),
+        &[
+            "--config",
+            "openood.toml",
+            "--set",
+            "model.backbone=\"resnet34\"",
+            "--out",
+            "x",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("layer1.2.conv1.weight") && !e.contains("panicked"),
+        "{e}"
+    );
+}

@@ -1,62 +1,286 @@
-//! oodforge models: backbones behind one enum, each returning logits and penultimate features
-//! from one forward pass.
+//! oodforge models: every backbone behind one `Classifier`, returning logits, penultimate
+//! features and (with a projection head) the embedding from one forward pass, with the hooks OOD
+//! post-processors need (the head applied to modified features, the head's weight and bias), plus
+//! the attention-MIL aggregators of AEM and PyTorch / safetensors weight import.
 
+pub mod error;
+pub mod import;
+pub mod mil;
 pub mod resnet;
+pub mod vit;
 pub mod wrn;
 
 use burn::module::Module;
+use burn::nn::{Linear, LinearConfig, Relu};
 use burn::tensor::{Device, Tensor};
-use oodforge_core::config::ModelConfig;
-pub use resnet::{Output, ResNet};
+use oodforge_core::config::{Backbone as Backbone_, ModelConfig, ProjectionConfig, ResNetStem};
+
+pub use error::ModelError;
+pub use import::{ImportReport, load_weights};
+pub use mil::{Abmil, MhaMil, MilModel, MilOutput};
+pub use resnet::{BlockKind, ResNet, Stem};
+pub use vit::{VisionTransformer, VitShape};
 pub use wrn::WideResNet;
 
-/// Every backbone (an enum rather than trait objects: the compiler lists every place a new
-/// variant must be handled).
+/// Logits, penultimate features and (with a projection head) the embedding of one forward pass.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// `[batch, num_classes]`
+    pub logits: Tensor<2>,
+    /// `[batch, feature_dim]`
+    pub features: Tensor<2>,
+    /// `[batch, projection_dim]`, L2-normalised, when the classifier has a projection head.
+    pub embedding: Option<Tensor<2>>,
+    /// ViT only: per block, the CLS query's pre-softmax attention scores over all tokens,
+    /// `[batch, heads, 1 + num_patches]` (token 0 is the CLS token). Empty for CNNs.
+    pub cls_attention: Vec<Tensor<3>>,
+}
+
+/// The feature extractors.
 #[derive(Module, Debug)]
-pub enum Classifier {
+pub enum Backbone {
     ResNet(ResNet),
     Wrn(WideResNet),
+    Vit(VisionTransformer),
+}
+
+/// PALM's projection head (`models/resnet.py::PALMResNet`, head "mlp"): Linear -> ReLU ->
+/// Linear, output L2-normalised (`F.normalize(self.head(feat), dim=1)`).
+#[derive(Module, Debug)]
+pub struct ProjectionHead {
+    fc1: Linear,
+    relu: Relu,
+    fc2: Linear,
+}
+
+impl ProjectionHead {
+    pub fn new(feature_dim: usize, config: &ProjectionConfig, device: &Device) -> Self {
+        Self {
+            fc1: LinearConfig::new(feature_dim, config.hidden).init(device),
+            relu: Relu::new(),
+            fc2: LinearConfig::new(config.hidden, config.dim).init(device),
+        }
+    }
+
+    pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+        let z = self
+            .fc2
+            .forward(self.relu.forward(self.fc1.forward(features)));
+        l2_normalize(z)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.fc2.weight.dims()[1]
+    }
+}
+
+/// `F.normalize(x, dim=1)`: `x / max(||x||, 1e-12)` per row.
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}
+
+/// A backbone, its linear classifier head and an optional projection head.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    backbone: Backbone,
+    projection: Option<ProjectionHead>,
 }
 
 impl Classifier {
-    /// Build the backbone of a config. Parameters are drawn from the device's RNG; seed it first.
-    pub fn new(config: &ModelConfig, num_classes: usize, device: &Device) -> Self {
-        match config {
-            ModelConfig::ResNet18 { width } => {
-                Self::ResNet(ResNet::resnet18_32x32(*width, num_classes, device))
-            }
-            ModelConfig::ResNet34 { width } => {
-                Self::ResNet(ResNet::resnet34_32x32(*width, num_classes, device))
-            }
-            ModelConfig::ResNet10 { width } => {
-                Self::ResNet(ResNet::resnet10_32x32(*width, num_classes, device))
-            }
-            ModelConfig::Wrn {
+    /// Build the network of a config for `image_size` x `image_size` inputs. Parameters are drawn
+    /// from the device's RNG; seed it first. (Initial weights named by `model.weights` are
+    /// loaded separately, by [`load_weights`].)
+    pub fn new(
+        config: &ModelConfig,
+        num_classes: usize,
+        image_size: usize,
+        device: &Device,
+    ) -> Self {
+        let stem = |s: &ResNetStem| match s {
+            ResNetStem::Cifar => Stem::Cifar,
+            ResNetStem::ImageNet => Stem::ImageNet,
+        };
+        let patch =
+            |p: &Option<usize>| p.unwrap_or_else(|| Backbone_::default_patch_size(image_size));
+        let backbone = match &config.backbone {
+            Backbone_::ResNet18 { width, stem: s } => Backbone::ResNet(ResNet::new(
+                BlockKind::Basic,
+                [2, 2, 2, 2],
+                stem(s),
+                *width,
+                num_classes,
+                device,
+            )),
+            Backbone_::ResNet34 { width, stem: s } => Backbone::ResNet(ResNet::new(
+                BlockKind::Basic,
+                [3, 4, 6, 3],
+                stem(s),
+                *width,
+                num_classes,
+                device,
+            )),
+            Backbone_::ResNet50 { width, stem: s } => Backbone::ResNet(ResNet::new(
+                BlockKind::Bottleneck,
+                [3, 4, 6, 3],
+                stem(s),
+                *width,
+                num_classes,
+                device,
+            )),
+            Backbone_::ResNet10 { width, stem: s } => Backbone::ResNet(ResNet::new(
+                BlockKind::Basic,
+                [1, 1, 1, 1],
+                stem(s),
+                *width,
+                num_classes,
+                device,
+            )),
+            Backbone_::Wrn {
                 depth,
                 widen_factor,
                 dropout,
-            } => Self::Wrn(WideResNet::new(
+            } => Backbone::Wrn(WideResNet::new(
                 *depth,
                 *widen_factor,
                 *dropout,
                 num_classes,
                 device,
             )),
+            Backbone_::VitTiny { patch_size } => Backbone::Vit(VisionTransformer::new(
+                VitShape::tiny(image_size, patch(patch_size)),
+                num_classes,
+                device,
+            )),
+            Backbone_::VitSmall { patch_size } => Backbone::Vit(VisionTransformer::new(
+                VitShape::small(image_size, patch(patch_size)),
+                num_classes,
+                device,
+            )),
+            Backbone_::Vit {
+                patch_size,
+                dim,
+                depth,
+                heads,
+                mlp_dim,
+            } => Backbone::Vit(VisionTransformer::new(
+                VitShape {
+                    image_size,
+                    patch_size: *patch_size,
+                    dim: *dim,
+                    depth: *depth,
+                    heads: *heads,
+                    mlp_dim: mlp_dim.unwrap_or(4 * dim),
+                },
+                num_classes,
+                device,
+            )),
+        };
+        Self::from_backbone(backbone, config.projection.as_ref(), device)
+    }
+
+    pub fn from_backbone(
+        backbone: Backbone,
+        projection: Option<&ProjectionConfig>,
+        device: &Device,
+    ) -> Self {
+        let mut model = Self {
+            backbone,
+            projection: None,
+        };
+        model.projection = projection.map(|p| ProjectionHead::new(model.feature_dim(), p, device));
+        model
+    }
+
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
+    pub(crate) fn backbone_mut(&mut self) -> &mut Backbone {
+        &mut self.backbone
+    }
+
+    /// Logits, features, embedding (and ViT attention) of one forward pass.
+    pub fn forward(&self, x: Tensor<4>) -> Output {
+        let (features, cls_attention) = match &self.backbone {
+            Backbone::ResNet(m) => (m.forward_features(x), Vec::new()),
+            Backbone::Wrn(m) => (m.forward_features(x), Vec::new()),
+            Backbone::Vit(m) => {
+                let out = m.forward_features_attention(x);
+                (out.features, out.cls_attention)
+            }
+        };
+        let logits = self.forward_head(features.clone());
+        let embedding = self
+            .projection
+            .as_ref()
+            .map(|p| p.forward(features.clone()));
+        Output {
+            logits,
+            features,
+            embedding,
+            cls_attention,
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Output {
-        match self {
-            Self::ResNet(m) => m.forward(x),
-            Self::Wrn(m) => m.forward(x),
+    /// Penultimate features only (no head): `[batch, feature_dim]`.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        match &self.backbone {
+            Backbone::ResNet(m) => m.forward_features(x),
+            Backbone::Wrn(m) => m.forward_features(x),
+            Backbone::Vit(m) => m.forward_features(x),
         }
+    }
+
+    /// The linear classifier applied to (possibly modified) features: ReAct clips them, ASH
+    /// prunes them, then calls this.
+    pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.head().forward(features)
+    }
+
+    fn head(&self) -> &Linear {
+        match &self.backbone {
+            Backbone::ResNet(m) => m.head(),
+            Backbone::Wrn(m) => m.head(),
+            Backbone::Vit(m) => m.head(),
+        }
+    }
+
+    /// The head's weight in PyTorch's layout `[num_classes, feature_dim]` (ViM's `W`).
+    pub fn head_weight(&self) -> Tensor<2> {
+        // burn stores Linear weights as [d_input, d_output].
+        self.head().weight.val().transpose()
+    }
+
+    /// The head's bias `[num_classes]` (zeros when the head has none).
+    pub fn head_bias(&self) -> Tensor<1> {
+        let head = self.head();
+        match &head.bias {
+            Some(b) => b.val(),
+            None => head
+                .weight
+                .val()
+                .sum_dim(0)
+                .reshape([self.num_classes()])
+                .zeros_like(),
+        }
+    }
+
+    /// The projection head applied to features, when there is one.
+    pub fn project(&self, features: Tensor<2>) -> Option<Tensor<2>> {
+        self.projection.as_ref().map(|p| p.forward(features))
     }
 
     pub fn feature_dim(&self) -> usize {
-        match self {
-            Self::ResNet(m) => m.feature_dim(),
-            Self::Wrn(m) => m.feature_dim(),
-        }
+        self.head().weight.dims()[0]
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.head().weight.dims()[1]
+    }
+
+    pub fn projection_dim(&self) -> Option<usize> {
+        self.projection.as_ref().map(ProjectionHead::dim)
     }
 
     /// Number of trainable parameters (PyTorch's `sum(p.numel() for p in net.parameters())`:
@@ -94,103 +318,19 @@ impl Classifier {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::module::{ModuleVisitor, Param};
+/// Zero a Linear's bias (wrn.py and timm initialise biases to 0).
+pub(crate) trait ZeroBias {
+    fn zero_bias(self) -> Self;
+}
 
-    #[test]
-    fn resnet18_matches_the_reference_parameter_count() {
-        // torchvision-style ResNet-18 with a 3x3 stem and 10 classes: 11,173,962 parameters
-        // (OpenOOD resnet18_32x32; `sum(p.numel() for p in net.parameters())`).
-        let device = Device::flex();
-        let m = Classifier::new(&ModelConfig::ResNet18 { width: 64 }, 10, &device);
-        assert_eq!(m.num_trainable_params(), 11_173_962);
-        // Plus 2 x 4,800 BatchNorm running statistics.
-        assert_eq!(m.num_params(), 11_173_962 + 9_600);
-        assert_eq!(m.feature_dim(), 512);
-        // CIFAR ResNet-34, 10 classes: 21,282,122 (PALM / kuangliu pytorch-cifar `ResNet34`).
-        let m = Classifier::new(&ModelConfig::ResNet34 { width: 64 }, 10, &device);
-        assert_eq!(m.num_trainable_params(), 21_282_122);
-    }
-
-    #[test]
-    fn wrn_40_2_matches_the_reference_parameter_count() {
-        // OE / energy `WideResNet(40, 10, 2, dropRate=0.3)`: 2,243,546 parameters
-        // (`sum(p.numel() for p in net.parameters())`), 128-d features.
-        let device = Device::flex();
-        let cfg = ModelConfig::Wrn {
-            depth: 40,
-            widen_factor: 2,
-            dropout: 0.3,
-        };
-        let m = Classifier::new(&cfg, 10, &device);
-        assert_eq!(m.num_trainable_params(), 2_243_546);
-        assert_eq!(m.feature_dim(), 128);
-    }
-
-    struct GradCheck<'a> {
-        grads: &'a burn::tensor::Gradients,
-        missing: usize,
-        total: usize,
-    }
-
-    impl ModuleVisitor for GradCheck<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if param.is_require_grad() {
-                self.total += 1;
-                match param.val().grad(self.grads) {
-                    Some(g) => {
-                        let sum: f32 = g.abs().sum().into_scalar::<f32>();
-                        if !(sum.is_finite() && sum > 0.0) {
-                            self.missing += 1;
-                        }
-                    }
-                    None => self.missing += 1,
-                }
-            }
+impl ZeroBias for Linear {
+    fn zero_bias(mut self) -> Self {
+        if let Some(b) = self.bias.take() {
+            self.bias = Some(b.map(|t| t.zeros_like()));
         }
-    }
-
-    #[test]
-    fn small_resnets_give_shapes_finite_outputs_and_gradients_everywhere() {
-        let device = Device::flex().autodiff();
-        for cfg in [
-            ModelConfig::ResNet10 { width: 4 },
-            ModelConfig::ResNet18 { width: 4 },
-            ModelConfig::ResNet34 { width: 2 },
-            ModelConfig::Wrn {
-                depth: 10,
-                widen_factor: 1,
-                dropout: 0.3,
-            },
-        ] {
-            device.seed(0);
-            let m = Classifier::new(&cfg, 5, &device);
-            let x = Tensor::<4>::random(
-                [3, 3, 32, 32],
-                burn::tensor::Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-            let out = m.forward(x);
-            assert_eq!(out.logits.dims(), [3, 5], "{cfg:?}");
-            let dim = m.feature_dim();
-            assert_eq!(out.features.dims(), [3, dim], "{cfg:?}");
-            let logits: Vec<f32> = out.logits.clone().into_data().try_to_vec().unwrap();
-            assert!(logits.iter().all(|v| v.is_finite()));
-            let grads = out.logits.sum().backward();
-            let mut check = GradCheck {
-                grads: &grads,
-                missing: 0,
-                total: 0,
-            };
-            m.visit(&mut check);
-            assert!(check.total > 10);
-            assert_eq!(
-                check.missing, 0,
-                "{cfg:?}: {} of {} parameters got no gradient",
-                check.missing, check.total
-            );
-        }
+        self
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@
 //! Init as the official code: conv weights N(0, sqrt(2 / (k * k * out_channels))), BN weight 1,
 //! bias 0, linear bias 0 (its weight keeps PyTorch's default).
 
-use crate::resnet::Output;
+use crate::ZeroBias;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
@@ -125,27 +125,11 @@ impl WideResNet {
         self.pool.forward(x).flatten(1, 3)
     }
 
-    pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
-        self.fc.forward(features)
+    pub fn num_classes(&self) -> usize {
+        self.fc.weight.dims()[1]
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Output {
-        let features = self.forward_features(x);
-        let logits = self.forward_head(features.clone());
-        Output { logits, features }
-    }
-}
-
-trait ZeroBias {
-    fn zero_bias(self) -> Self;
-}
-
-impl ZeroBias for Linear {
-    /// wrn.py: `m.bias.data.zero_()` for the linear layer.
-    fn zero_bias(mut self) -> Self {
-        if let Some(b) = self.bias.take() {
-            self.bias = Some(b.map(|t| t.zeros_like()));
-        }
-        self
+    pub fn head(&self) -> &Linear {
+        &self.fc
     }
 }

@@ -12,6 +12,8 @@ pub enum TrainError {
     Eval(#[from] oodforge_eval::EvalError),
     #[error(transparent)]
     Data(#[from] oodforge_data::DataError),
+    #[error(transparent)]
+    Model(#[from] oodforge_models::ModelError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -34,6 +36,10 @@ pub enum TrainError {
         step: usize,
         value: f32,
     },
+    #[error(
+        "{path}: `eval --config` evaluates the weights named by `model.weights`, and this config has none\n  hint: add `weights = {{ path = \"model.ckpt\" }}` to [model], or `--set model.weights.path=FILE`"
+    )]
+    NoWeights { path: PathBuf },
     #[error("{path}: the run has no finished checkpoint to evaluate")]
     NothingToEvaluate { path: PathBuf },
 }

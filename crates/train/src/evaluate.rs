@@ -133,9 +133,51 @@ pub fn evaluate_run(
             }
         }
     }
-    let model = Classifier::new(&cfg.model, data.num_classes, &selected.device);
+    let model = Classifier::new(
+        &cfg.model,
+        data.num_classes,
+        cfg.data.image_size,
+        &selected.device,
+    );
     let model = checkpoint::load_model(&ckpt, model)?;
     let results = evaluate_model(&model, &data, &state.normalizer, cfg, &selected.device)?;
     write_results(dir, &cfg.name, &results)?;
+    Ok(results)
+}
+
+/// `eval --config FILE`: evaluate the network of a config with the weights its `model.weights`
+/// names (an OpenOOD or OE checkpoint, torchvision or timm weights) without training, and write
+/// `results.json` / `results.md` into `out`.
+pub fn evaluate_weights(
+    config: &Path,
+    overrides: &[String],
+    out: &Path,
+    backend_override: Option<BackendChoice>,
+) -> Result<Results, TrainError> {
+    let resolved = oodforge_core::config::load(config, overrides)?;
+    let cfg = &resolved.config;
+    let Some(weights) = &cfg.model.weights else {
+        return Err(TrainError::NoWeights {
+            path: config.to_path_buf(),
+        });
+    };
+    let selected = backend::select(backend_override.unwrap_or(cfg.backend))?;
+    let data = Datasets::load(&cfg.data)?;
+    let mut model = Classifier::new(
+        &cfg.model,
+        data.num_classes,
+        cfg.data.image_size,
+        &selected.device,
+    );
+    let report =
+        oodforge_models::load_weights(&mut model, Path::new(&weights.path), weights.reset_head)?;
+    info!(backend = selected.name, weights = %weights.path, tensors = report.loaded, "evaluating imported weights");
+    let norm = data.normalizer(&cfg.data)?;
+    let results = evaluate_model(&model, &data, &norm, cfg, &selected.device)?;
+    std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    write_results(out, &cfg.name, &results)?;
     Ok(results)
 }

@@ -8,5 +8,5 @@ pub mod schedule;
 pub mod trainer;
 
 pub use error::TrainError;
-pub use evaluate::evaluate_run;
+pub use evaluate::{evaluate_run, evaluate_weights};
 pub use trainer::{TrainOptions, TrainOutcome, resume, train};

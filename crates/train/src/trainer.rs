@@ -167,7 +167,18 @@ fn execute(
     let data = Datasets::load(&cfg.data)?;
     let device = selected.device.clone().autodiff();
     device.seed(derived_seed(cfg.seed, Purpose::Init, 0, 0));
-    let mut model = Classifier::new(&cfg.model, data.num_classes, &device);
+    let mut model = Classifier::new(&cfg.model, data.num_classes, cfg.data.image_size, &device);
+    if resume_from.is_none()
+        && let Some(w) = &cfg.model.weights
+    {
+        let report = oodforge_models::load_weights(&mut model, Path::new(&w.path), w.reset_head)?;
+        info!(
+            weights = %w.path,
+            tensors = report.loaded,
+            ignored = report.ignored.len(),
+            "initial weights loaded"
+        );
+    }
     let mut optim = sgd(&cfg.optim);
     let objective = Objective::from_config(&cfg.objective);
 

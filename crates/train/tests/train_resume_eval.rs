@@ -58,7 +58,7 @@ fn final_weights(run: &Path, cfg: &ResolvedConfig) -> Vec<f32> {
     let ckpt = checkpoint::latest(&run.join("checkpoints"))
         .unwrap()
         .unwrap();
-    let model = Classifier::new(&cfg.config.model, 3, &Device::flex());
+    let model = Classifier::new(&cfg.config.model, 3, 32, &Device::flex());
     let model = checkpoint::load_model(&ckpt, model).unwrap();
     let mut c = Collect(Vec::new());
     model.visit(&mut c);
@@ -103,7 +103,7 @@ fn stopping_and_resuming_gives_the_same_weights_as_training_straight() {
     // Not vacuous: training moved the weights away from a fresh initialisation.
     let fresh = {
         let mut c = Collect(Vec::new());
-        Classifier::new(&cfg.config.model, 3, &Device::flex()).visit(&mut c);
+        Classifier::new(&cfg.config.model, 3, 32, &Device::flex()).visit(&mut c);
         c.0
     };
     assert_ne!(a, fresh);

@@ -1,7 +1,11 @@
 //! `eval --run DIR`: evaluate the last checkpoint of a run, write results.json / results.md
 //! into the run folder and print the table.
+//!
+//! `eval --config FILE --out DIR`: evaluate the weights a config's `model.weights` names
+//! (OpenOOD's released `resnet18_32x32` checkpoints, OE WRN snapshots, torchvision / timm
+//! weights) on that config's data, without training.
 
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 use oodforge_cli::{init_logging, parse_backend, report};
 use oodforge_core::config::BackendChoice;
 use std::path::PathBuf;
@@ -11,12 +15,22 @@ use std::process::ExitCode;
 #[command(
     name = "eval",
     version,
-    about = "Evaluate a trained run with OOD scores and OpenOOD metrics"
+    about = "Evaluate a trained run, or imported weights, with OOD scores and OpenOOD metrics",
+    group(ArgGroup::new("what").required(true).args(["run", "config"]))
 )]
 struct Args {
     /// Run folder written by `train`.
     #[arg(long)]
-    run: PathBuf,
+    run: Option<PathBuf>,
+    /// Experiment config whose `model.weights` names the checkpoint to evaluate.
+    #[arg(long, requires = "out")]
+    config: Option<PathBuf>,
+    /// Override a config key (with --config), e.g. `--set model.weights.path=x.ckpt`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+    set: Vec<String>,
+    /// Folder for results.json / results.md (with --config).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Compute backend for inference: auto, wgpu, flex, ndarray, cuda.
     #[arg(long, value_parser = parse_backend)]
     backend: Option<BackendChoice>,
@@ -25,9 +39,20 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
-    match oodforge_train::evaluate_run(&args.run, args.backend) {
+    let (result, title) = match (&args.run, &args.config, &args.out) {
+        (Some(run), _, _) => (
+            oodforge_train::evaluate_run(run, args.backend),
+            run.display().to_string(),
+        ),
+        (None, Some(config), Some(out)) => (
+            oodforge_train::evaluate_weights(config, &args.set, out, args.backend),
+            out.display().to_string(),
+        ),
+        _ => unreachable!("clap requires --run or --config with --out"),
+    };
+    match result {
         Ok(results) => {
-            println!("{}", results.to_markdown(&args.run.display().to_string()));
+            println!("{}", results.to_markdown(&title));
             ExitCode::SUCCESS
         }
         Err(e) => report(&e),

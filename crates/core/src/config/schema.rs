@@ -325,29 +325,112 @@ pub struct NormalizeConfig {
     pub std: [f32; 3],
 }
 
+/// `[model]`: the backbone (tagged by `backbone`, its keys beside the tag), an optional
+/// projection head and optional initial weights.
+///
+/// ```toml
+/// [model]
+/// backbone = "resnet34"
+/// projection = { hidden = 512, dim = 128 }   # PALM's head
+/// weights = { path = "resnet34.pth", reset_head = true }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    // Flattened: the backbone's variant structs deny unknown keys, so a typo in `[model]` is
+    // still an error (everything not named below reaches them).
+    #[serde(flatten)]
+    pub backbone: Backbone,
+    /// MLP projection head on the penultimate features (PALM: 512 -> 512 -> 128), L2-normalised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<ProjectionConfig>,
+    /// Initialise from a PyTorch (`.pt`/`.pth`/`.ckpt`) or safetensors checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<WeightsConfig>,
+}
+
+impl From<Backbone> for ModelConfig {
+    fn from(backbone: Backbone) -> Self {
+        Self {
+            backbone,
+            projection: None,
+            weights: None,
+        }
+    }
+}
+
+/// PALM's projection head (`models/resnet.py::PALMResNet`, head "mlp"): Linear(feature ->
+/// `hidden`) -> ReLU -> Linear(`hidden` -> `dim`), output L2-normalised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionConfig {
+    #[serde(default = "defaults::projection_hidden")]
+    pub hidden: usize,
+    #[serde(default = "defaults::projection_dim")]
+    pub dim: usize,
+}
+
+/// Weights to start from. The layout (OpenOOD, torchvision, OE WRN, timm) is recognised from the
+/// backbone and the key names; a mismatch names the missing, unexpected and mis-shaped keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsConfig {
+    /// Checkpoint file; relative paths are relative to the working directory.
+    pub path: String,
+    /// Keep our freshly initialised classifier head instead of the checkpoint's (fine-tuning an
+    /// ImageNet network on other classes, as MixOE does with torchvision's ResNet-50).
+    #[serde(default)]
+    pub reset_head: bool,
+}
+
+/// ResNet stem: `cifar` (3x3 stride 1, no max-pool; OpenOOD `resnet18_32x32`, PALM) or
+/// `imagenet` (7x7 stride 2 + max-pool; torchvision).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResNetStem {
+    #[default]
+    Cifar,
+    #[serde(rename = "imagenet")]
+    ImageNet,
+}
+
 /// Backbones, tagged by `backbone`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "backbone", deny_unknown_fields)]
-pub enum ModelConfig {
-    /// CIFAR-style ResNet-18 (He et al. 2016; OpenOOD `resnet18_32x32`): 3x3 stem, stride 1,
-    /// no max-pool, BasicBlocks [2, 2, 2, 2]. `width` = 64 is the paper network (512-d feature).
+pub enum Backbone {
+    /// ResNet-18 (He et al. 2016), BasicBlocks [2, 2, 2, 2]. CIFAR stem: OpenOOD
+    /// `resnet18_32x32`; ImageNet stem: torchvision `resnet18`. `width` = 64 is the paper network.
     #[serde(rename = "resnet18")]
     ResNet18 {
         #[serde(default = "defaults::resnet_width")]
         width: usize,
+        #[serde(default)]
+        stem: ResNetStem,
     },
-    /// CIFAR-style ResNet-34 (BasicBlocks [3, 4, 6, 3]): PALM's backbone (`models/resnet.py`).
+    /// ResNet-34, BasicBlocks [3, 4, 6, 3]. CIFAR stem: PALM's backbone (`models/resnet.py`).
     #[serde(rename = "resnet34")]
     ResNet34 {
         #[serde(default = "defaults::resnet_width")]
         width: usize,
+        #[serde(default)]
+        stem: ResNetStem,
     },
-    /// The same CIFAR ResNet with one BasicBlock per stage: a shallower network for fast
-    /// CPU runs (the quickstart). Not a paper network.
+    /// ResNet-50, Bottlenecks [3, 4, 6, 3], 2048-d features. ImageNet stem: torchvision
+    /// `resnet50`, the network MixOE fine-tunes.
+    #[serde(rename = "resnet50")]
+    ResNet50 {
+        #[serde(default = "defaults::resnet_width")]
+        width: usize,
+        #[serde(default)]
+        stem: ResNetStem,
+    },
+    /// The same ResNet with one BasicBlock per stage: a shallower network for fast CPU runs
+    /// (the quickstart). Not a paper network.
     #[serde(rename = "resnet10")]
     ResNet10 {
         #[serde(default = "defaults::resnet_width")]
         width: usize,
+        #[serde(default)]
+        stem: ResNetStem,
     },
     /// Wide ResNet as in the OE / energy repositories (`CIFAR/models/wrn.py`): WRN-40-2 with
     /// dropout 0.3 is their network.
@@ -360,6 +443,36 @@ pub enum ModelConfig {
         #[serde(default = "defaults::wrn_dropout")]
         dropout: f64,
     },
+    /// ViT-Tiny (timm `vit_tiny_patch16_224`: width 192, depth 12, 3 heads). `patch_size`
+    /// defaults to 4 for images up to 64 px (32x32 -> 64 patches) and 16 above (224 -> 196).
+    #[serde(rename = "vit_tiny")]
+    VitTiny {
+        #[serde(default)]
+        patch_size: Option<usize>,
+    },
+    /// ViT-Small (timm `vit_small_patch16_224`: width 384, depth 12, 6 heads).
+    #[serde(rename = "vit_small")]
+    VitSmall {
+        #[serde(default)]
+        patch_size: Option<usize>,
+    },
+    /// A ViT of any shape (timm layout): `mlp_dim` defaults to 4 x `dim`.
+    #[serde(rename = "vit")]
+    Vit {
+        patch_size: usize,
+        dim: usize,
+        depth: usize,
+        heads: usize,
+        #[serde(default)]
+        mlp_dim: Option<usize>,
+    },
+}
+
+impl Backbone {
+    /// The ViT patch size for an image size when the config leaves it out.
+    pub fn default_patch_size(image_size: usize) -> usize {
+        if image_size <= 64 { 4 } else { 16 }
+    }
 }
 
 /// Training objectives, tagged by `name`.
@@ -569,6 +682,12 @@ pub(crate) mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn projection_hidden() -> usize {
+        512
+    }
+    pub fn projection_dim() -> usize {
+        128
     }
     pub fn resnet_width() -> usize {
         64

@@ -38,7 +38,13 @@ fn minimal_config_fills_defaults_and_names_run_after_file() {
     assert_eq!(r.config.seed, 3);
     assert_eq!(r.config.data.batch_size, 32);
     assert_eq!(r.config.data.eval_batch_size, 200);
-    assert_eq!(r.config.model, ModelConfig::ResNet10 { width: 8 });
+    assert_eq!(
+        r.config.model.backbone,
+        Backbone::ResNet10 {
+            width: 8,
+            stem: ResNetStem::Cifar
+        }
+    );
     assert_eq!(r.config.optim, OptimConfig::default());
     assert_eq!(r.config.eval.postprocessors.len(), 3);
     assert_eq!(r.hash.len(), 64);
@@ -147,7 +153,13 @@ fn extends_merges_tables_and_reports_base_lines() {
     assert_eq!(r.config.name, "child");
     assert_eq!(r.config.train.epochs, 5);
     // `width` comes from the base, merged into the child's [model] table.
-    assert_eq!(r.config.model, ModelConfig::ResNet18 { width: 8 });
+    assert_eq!(
+        r.config.model.backbone,
+        Backbone::ResNet18 {
+            width: 8,
+            stem: ResNetStem::Cifar
+        }
+    );
     assert_eq!(r.config.data.batch_size, 32);
 
     // An error in a key that the base set points at the base file.
@@ -184,7 +196,10 @@ fn set_overrides_parse_toml_values_and_change_the_hash() {
     )
     .unwrap();
     assert_eq!(r.config.optim.base_lr(), 0.05);
-    assert!(matches!(r.config.model, ModelConfig::ResNet18 { width: 8 }));
+    assert!(matches!(
+        r.config.model.backbone,
+        Backbone::ResNet18 { width: 8, .. }
+    ));
     assert_eq!(
         r.config.eval.postprocessors,
         vec![PostprocessorConfig::Msp {}]
@@ -293,11 +308,11 @@ fn wide_resnet_defaults_to_wrn_40_2_and_checks_its_depth() {
     let r = load(&write(dir.path(), "w.toml", &text), &[]).unwrap();
     assert_eq!(
         r.config.model,
-        ModelConfig::Wrn {
+        ModelConfig::from(Backbone::Wrn {
             depth: 40,
             widen_factor: 2,
             dropout: 0.3
-        }
+        })
     );
     let e = err(
         dir.path(),
@@ -309,5 +324,76 @@ fn wide_resnet_defaults_to_wrn_40_2_and_checks_its_depth() {
     assert!(
         e.contains("model.depth") && e.contains("6n + 4") && e.contains("model.dropout"),
         "{e}"
+    );
+}
+
+#[test]
+fn model_table_takes_heads_weights_and_vits_and_still_rejects_typos() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = |body: &str| MINIMAL.replace("backbone = \"resnet10\"\nwidth = 8", body);
+    let r = load(
+        &write(
+            dir.path(),
+            "m.toml",
+            &model(
+                "backbone = \"resnet50\"\nstem = \"imagenet\"\nprojection = { dim = 64 }\n\
+                 weights = { path = \"rn50.pth\", reset_head = true }",
+            ),
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        r.config.model,
+        ModelConfig {
+            backbone: Backbone::ResNet50 {
+                width: 64,
+                stem: ResNetStem::ImageNet
+            },
+            projection: Some(ProjectionConfig {
+                hidden: 512,
+                dim: 64
+            }),
+            weights: Some(WeightsConfig {
+                path: "rn50.pth".into(),
+                reset_head: true
+            }),
+        }
+    );
+    // A typo beside the flattened backbone tag is still an error that names the key.
+    let e = err(dir.path(), &model("backbone = \"resnet18\"\nwidht = 8"));
+    assert!(e.contains("widht"), "{e}");
+    let e = err(
+        dir.path(),
+        &model("backbone = \"resnet18\"\nstem = \"imagnet\""),
+    );
+    assert!(e.contains("imagnet") && e.contains("imagenet"), "{e}");
+    let e = err(
+        dir.path(),
+        &model("backbone = \"vit_tiny\"\nprojection = { dimm = 3 }"),
+    );
+    assert!(e.contains("dimm"), "{e}");
+    // ViT shapes: the patch must tile the image, heads must divide the width.
+    let e = err(
+        dir.path(),
+        &model("backbone = \"vit_small\"\npatch_size = 5"),
+    );
+    assert!(
+        e.contains("model.patch_size") && e.contains("data.image_size = 32"),
+        "{e}"
+    );
+    let e = err(
+        dir.path(),
+        &model("backbone = \"vit\"\npatch_size = 4\ndim = 10\ndepth = 2\nheads = 3"),
+    );
+    assert!(e.contains("model.dim") && e.contains("heads = 3"), "{e}");
+    let r = load(
+        &write(dir.path(), "v.toml", &model("backbone = \"vit_tiny\"")),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        r.config.model.backbone,
+        Backbone::VitTiny { patch_size: None }
     );
 }

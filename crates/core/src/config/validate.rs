@@ -272,10 +272,11 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
         }
     }
 
-    match &c.model {
-        ModelConfig::ResNet18 { width }
-        | ModelConfig::ResNet34 { width }
-        | ModelConfig::ResNet10 { width } => {
+    match &c.model.backbone {
+        Backbone::ResNet18 { width, .. }
+        | Backbone::ResNet34 { width, .. }
+        | Backbone::ResNet50 { width, .. }
+        | Backbone::ResNet10 { width, .. } => {
             if !(1..=512).contains(width) {
                 bad(
                     "model.width",
@@ -283,7 +284,7 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                 );
             }
         }
-        ModelConfig::Wrn {
+        Backbone::Wrn {
             depth,
             widen_factor,
             dropout,
@@ -309,6 +310,58 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                 );
             }
         }
+        Backbone::VitTiny { patch_size } | Backbone::VitSmall { patch_size } => {
+            if let Some(p) = patch_size {
+                check_patch(&mut bad, *p, d.image_size);
+            }
+        }
+        Backbone::Vit {
+            patch_size,
+            dim,
+            depth,
+            heads,
+            mlp_dim,
+        } => {
+            check_patch(&mut bad, *patch_size, d.image_size);
+            if *heads == 0 || *dim == 0 || dim % heads != 0 {
+                bad(
+                    "model.dim",
+                    format!(
+                        "{dim} is not allowed, expected a positive multiple of model.heads = {heads}"
+                    ),
+                );
+            }
+            if *depth == 0 {
+                bad(
+                    "model.depth",
+                    "0 is not allowed, expected an integer >= 1".into(),
+                );
+            }
+            if *mlp_dim == Some(0) {
+                bad(
+                    "model.mlp_dim",
+                    "0 is not allowed, expected an integer >= 1".into(),
+                );
+            }
+        }
+    }
+    if let Some(p) = &c.model.projection {
+        for (key, v) in [
+            ("model.projection.hidden", p.hidden),
+            ("model.projection.dim", p.dim),
+        ] {
+            if v == 0 {
+                bad(key, "0 is not allowed, expected an integer >= 1".into());
+            }
+        }
+    }
+    if let Some(w) = &c.model.weights
+        && w.path.trim().is_empty()
+    {
+        bad(
+            "model.weights.path",
+            "an empty path is not allowed, expected a checkpoint file".into(),
+        );
     }
 
     match &c.optim {
@@ -410,4 +463,13 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+fn check_patch(bad: &mut impl FnMut(&str, String), patch: usize, image_size: usize) {
+    if patch == 0 || !image_size.is_multiple_of(patch) {
+        bad(
+            "model.patch_size",
+            format!("{patch} is not allowed, expected a divisor of data.image_size = {image_size}"),
+        );
+    }
 }
