@@ -177,19 +177,25 @@ fn file_kind(path: &Path) -> Result<FileKind, ModelError> {
         problem,
     };
     let mut f = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
-    let mut head = [0u8; 9];
-    let n = f.read(&mut head).map_err(|e| read_err(e.to_string()))?;
-    let head = &head[..n];
-    if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
-        // torch.save's zip container, or the legacy pickle format (protocol 2+ starts 0x80).
+    let mut head = Vec::with_capacity(262);
+    f.by_ref()
+        .take(262)
+        .read_to_end(&mut head)
+        .map_err(|e| read_err(e.to_string()))?;
+    // torch.save's zip container (PyTorch >= 1.6), the legacy pickle stream (0.1.10 - 1.5,
+    // pickle protocol 2+ starts 0x80, as the OE repository's 2018 snapshots), or the TAR
+    // container of the earliest releases (`ustar` at byte 257).
+    let tar = head.len() >= 262 && &head[257..262] == b"ustar";
+    if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) || tar {
         return Ok(FileKind::Pytorch);
     }
-    if n == 9 && head[8] == b'{' {
+    if head.len() >= 9 && head[8] == b'{' {
         // safetensors: u64 little-endian header length, then the JSON header.
         return Ok(FileKind::Safetensors);
     }
+    let shown = &head[..head.len().min(9)];
     Err(read_err(format!(
-        "not a PyTorch checkpoint (zip or pickle) or a safetensors file: first bytes {head:02x?}"
+        "not a PyTorch checkpoint (zip, pickle or tar) or a safetensors file: first bytes {shown:02x?}"
     )))
 }
 

@@ -19,7 +19,7 @@ pub use error::ModelError;
 pub use import::{ImportReport, load_weights};
 pub use mil::{Abmil, MhaMil, MilModel, MilOutput};
 pub use resnet::{BlockKind, ResNet, Stem};
-pub use vit::{VisionTransformer, VitShape};
+pub use vit::{VisionTransformer, VitShape, cls_to_patch_weights};
 pub use wrn::WideResNet;
 
 /// Logits, penultimate features and (with a projection head) the embedding of one forward pass.
@@ -32,7 +32,8 @@ pub struct Output {
     /// `[batch, projection_dim]`, L2-normalised, when the classifier has a projection head.
     pub embedding: Option<Tensor<2>>,
     /// ViT only: per block, the CLS query's pre-softmax attention scores over all tokens,
-    /// `[batch, heads, 1 + num_patches]` (token 0 is the CLS token). Empty for CNNs.
+    /// `[batch, heads, 1 + num_patches]` (token 0 is the CLS token); [`cls_to_patch_weights`]
+    /// turns them into the CLS-to-patch attention weights. Empty for CNNs.
     pub cls_attention: Vec<Tensor<3>>,
 }
 

@@ -269,6 +269,15 @@ impl VisionTransformer {
     }
 }
 
+/// The CLS token's attention weights over the patch tokens from one block's scores
+/// (`Output::cls_attention`): the softmax over all tokens as the block computes it, with the CLS
+/// token's own column dropped: `[b, heads, num_patches]`. Each row sums to one minus the weight
+/// the CLS token gives itself.
+pub fn cls_to_patch_weights(scores: Tensor<3>) -> Tensor<3> {
+    let n = scores.dims()[2];
+    softmax(scores, 2).narrow(2, 1, n - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,8 +323,21 @@ mod tests {
             let diff: f32 = (have - want).abs().max().into_scalar();
             assert!(diff < 1e-5, "head {head}: {diff}");
         }
-        // A real distribution: the scores differ across tokens.
+        // The weights: exp(score) / sum over all 5 tokens, patches only.
+        let w: Vec<f32> = cls_to_patch_weights(got.clone())
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        assert_eq!(w.len(), 2 * 2 * 4);
         let v: Vec<f32> = got.into_data().try_to_vec().unwrap();
+        for row in 0..4 {
+            let s = &v[row * 5..row * 5 + 5];
+            let z: f32 = s.iter().map(|x| x.exp()).sum();
+            for j in 0..4 {
+                assert!((w[row * 4 + j] - s[j + 1].exp() / z).abs() < 1e-6);
+            }
+        }
+        // A real distribution: the scores differ across tokens.
         assert!(v[..5].iter().any(|s| (s - v[0]).abs() > 1e-6), "{v:?}");
     }
 }
