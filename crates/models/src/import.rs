@@ -147,11 +147,12 @@ impl Family {
         }
     }
 
-    fn head_prefix(self) -> &'static str {
+    /// Filter that keeps everything but the classifier head (`reset_head`).
+    fn without_head(self) -> fn(&str, &str) -> bool {
         match self {
-            Self::ResNet | Self::Wrn => "fc.",
-            Self::Vit => "head.",
-            Self::Mil => "classifier.",
+            Self::ResNet | Self::Wrn => |path, _| !path.starts_with("fc."),
+            Self::Vit => |path, _| !path.starts_with("head."),
+            Self::Mil => |path, _| !path.starts_with("classifier."),
         }
     }
 
@@ -221,18 +222,6 @@ pub fn load_mil_weights(model: &mut MilModel, path: &Path) -> Result<ImportRepor
     }
 }
 
-fn not_fc(path: &str, _container: &str) -> bool {
-    !path.starts_with("fc.")
-}
-
-fn not_head(path: &str, _container: &str) -> bool {
-    !path.starts_with("head.")
-}
-
-fn not_classifier(path: &str, _container: &str) -> bool {
-    !path.starts_with("classifier.")
-}
-
 fn load_into<M: Module + ModuleSnapshot>(
     module: &mut M,
     family: Family,
@@ -241,11 +230,11 @@ fn load_into<M: Module + ModuleSnapshot>(
 ) -> Result<ImportReport, ModelError> {
     let rules = COMMON.iter().chain(family.rules()).copied();
     let remapper = KeyRemapper::from_patterns(rules.collect()).expect("valid constant regexes");
-    let head_filter = match family.head_prefix() {
-        "fc." => not_fc as fn(&str, &str) -> bool,
-        "head." => not_head,
-        _ => not_classifier,
+    let read_err = |problem: String| ModelError::Read {
+        path: path.to_owned(),
+        problem,
     };
+    // The two stores are different types with the same builder methods.
     let result: ApplyResult = match file_kind(path)? {
         FileKind::Pytorch => {
             let mut store = PytorchStore::from_file(path)
@@ -254,14 +243,12 @@ fn load_into<M: Module + ModuleSnapshot>(
                 .validate(false)
                 .map_indices_contiguous(false);
             if reset_head {
-                store = store.with_predicate(head_filter);
+                store = store.with_predicate(family.without_head());
             }
-            module.load_from(&mut store)
+            module
+                .load_from(&mut store)
+                .map_err(|e| read_err(e.to_string()))?
         }
-        .map_err(|e| ModelError::Read {
-            path: path.to_owned(),
-            problem: e.to_string(),
-        })?,
         FileKind::Safetensors => {
             let mut store = SafetensorsStore::from_file(path)
                 .with_from_adapter(PyTorchToBurnAdapter)
@@ -270,14 +257,12 @@ fn load_into<M: Module + ModuleSnapshot>(
                 .validate(false)
                 .map_indices_contiguous(false);
             if reset_head {
-                store = store.with_predicate(head_filter);
+                store = store.with_predicate(family.without_head());
             }
-            module.load_from(&mut store)
+            module
+                .load_from(&mut store)
+                .map_err(|e| read_err(e.to_string()))?
         }
-        .map_err(|e| ModelError::Read {
-            path: path.to_owned(),
-            problem: e.to_string(),
-        })?,
     };
     report(result, family, path, reset_head)
 }
@@ -298,7 +283,7 @@ fn report(
     let mut ignored: Vec<String> = result.skipped.iter().map(|k| name(k)).collect();
     let mut unexpected = Vec::new();
     for key in &result.unused {
-        let head = reset_head && key.starts_with(family.head_prefix());
+        let head = reset_head && !family.without_head()(key, "");
         if key.ends_with("num_batches_tracked") || head {
             ignored.push(name(key));
         } else {

@@ -104,39 +104,29 @@ impl Classifier {
         };
         let patch =
             |p: &Option<usize>| p.unwrap_or_else(|| Backbone_::default_patch_size(image_size));
+        let resnet = |kind, blocks, width: &usize, s| {
+            Backbone::ResNet(ResNet::new(
+                kind,
+                blocks,
+                stem(s),
+                *width,
+                num_classes,
+                device,
+            ))
+        };
         let backbone = match &config.backbone {
-            Backbone_::ResNet18 { width, stem: s } => Backbone::ResNet(ResNet::new(
-                BlockKind::Basic,
-                [2, 2, 2, 2],
-                stem(s),
-                *width,
-                num_classes,
-                device,
-            )),
-            Backbone_::ResNet34 { width, stem: s } => Backbone::ResNet(ResNet::new(
-                BlockKind::Basic,
-                [3, 4, 6, 3],
-                stem(s),
-                *width,
-                num_classes,
-                device,
-            )),
-            Backbone_::ResNet50 { width, stem: s } => Backbone::ResNet(ResNet::new(
-                BlockKind::Bottleneck,
-                [3, 4, 6, 3],
-                stem(s),
-                *width,
-                num_classes,
-                device,
-            )),
-            Backbone_::ResNet10 { width, stem: s } => Backbone::ResNet(ResNet::new(
-                BlockKind::Basic,
-                [1, 1, 1, 1],
-                stem(s),
-                *width,
-                num_classes,
-                device,
-            )),
+            Backbone_::ResNet18 { width, stem: s } => {
+                resnet(BlockKind::Basic, [2, 2, 2, 2], width, s)
+            }
+            Backbone_::ResNet34 { width, stem: s } => {
+                resnet(BlockKind::Basic, [3, 4, 6, 3], width, s)
+            }
+            Backbone_::ResNet50 { width, stem: s } => {
+                resnet(BlockKind::Bottleneck, [3, 4, 6, 3], width, s)
+            }
+            Backbone_::ResNet10 { width, stem: s } => {
+                resnet(BlockKind::Basic, [1, 1, 1, 1], width, s)
+            }
             Backbone_::Wrn {
                 depth,
                 widen_factor,

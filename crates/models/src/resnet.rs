@@ -142,17 +142,6 @@ impl Block {
     }
 }
 
-/// Logits, penultimate features and (with a projection head) the embedding of one forward pass.
-#[derive(Debug, Clone)]
-pub struct Output {
-    /// `[batch, num_classes]`
-    pub logits: Tensor<2>,
-    /// `[batch, feature_dim]`
-    pub features: Tensor<2>,
-    /// `[batch, projection_dim]`, L2-normalised, when the classifier has a projection head.
-    pub embedding: Option<Tensor<2>>,
-}
-
 #[derive(Module, Debug)]
 pub struct ResNet {
     conv1: Conv2d,
