@@ -1,4 +1,5 @@
-//! Checkpoints: `checkpoints/epoch-NNNN/{model.bpk, optim.bpk, state.json}`.
+//! Checkpoints: `checkpoints/epoch-NNNN/{model.bpk, optim.bpk, state.json}`, plus
+//! `objective.bin` for objectives with state (PALM's prototypes, NP-Mix's queues).
 //!
 //! A checkpoint is written into a hidden temporary folder, every file flushed to disk, and the
 //! folder then renamed into place, so a crash mid-write leaves the previous checkpoint intact
@@ -10,11 +11,15 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use oodforge_data::Normalizer;
+use oodforge_losses::ObjectiveState;
 use oodforge_models::Classifier;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// The objective's state file in a checkpoint folder.
+pub const OBJECTIVE: &str = "objective.bin";
 
 /// Bumped when the layout changes; a checkpoint of another format is refused with a message.
 pub const FORMAT: u32 = 1;
@@ -85,6 +90,7 @@ pub fn save(
     model: &Classifier,
     optim: &ModuleOptimizer,
     state: &TrainState,
+    objective: Option<&ObjectiveState>,
 ) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let name = checkpoint_name(state.epoch);
@@ -114,6 +120,9 @@ pub fn save(
     let state_path = tmp.join("state.json");
     let json = serde_json::to_vec_pretty(state).expect("TrainState serializes");
     write_synced(&state_path, &json)?;
+    if let Some(o) = objective {
+        write_synced(&tmp.join(OBJECTIVE), &o.to_bytes())?;
+    }
 
     let target = dir.join(&name);
     let old = dir.join(format!(".{name}.old"));
@@ -190,4 +199,19 @@ pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer
         path: path.clone(),
         message: e.to_string(),
     })
+}
+
+/// The objective state of a checkpoint, if it has one.
+pub fn load_objective(ckpt: &Path) -> Result<Option<ObjectiveState>, CheckpointError> {
+    let path = ckpt.join(OBJECTIVE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = fs::read(&path).map_err(io(&path))?;
+    ObjectiveState::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| CheckpointError::State {
+            path,
+            message: e.to_string(),
+        })
 }

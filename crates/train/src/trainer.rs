@@ -13,11 +13,11 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, OptimConfig, ResolvedConfig};
-use oodforge_core::rng::{Purpose, derived_seed};
+use oodforge_core::rng::{Purpose, derived_seed, stream};
 use oodforge_core::{Group, backend};
 use oodforge_data::{Datasets, Source, TrainBatch, steps_per_epoch, train_epoch};
 use oodforge_eval::Results;
-use oodforge_losses::Objective;
+use oodforge_losses::{Objective, StepInput};
 use oodforge_models::Classifier;
 use serde_json::json;
 use std::io::IsTerminal;
@@ -180,7 +180,13 @@ fn execute(
         );
     }
     let mut optim = sgd(&cfg.optim);
-    let objective = Objective::from_config(&cfg.objective);
+    // PALM's initial prototypes are drawn here, so a run's prototypes depend only on its seed.
+    let mut objective = Objective::new(
+        &cfg.objective,
+        &model,
+        &device,
+        &mut stream(cfg.seed, Purpose::Init, 1, 0),
+    );
 
     let (mut epoch, mut step) = (0usize, 0usize);
     // A resumed run keeps the normalisation in its checkpoint; measuring it again (up to
@@ -200,6 +206,25 @@ fn execute(
         }
         model = checkpoint::load_model(ckpt, model)?;
         optim = checkpoint::load_optim(ckpt, optim)?;
+        match (checkpoint::load_objective(ckpt)?, objective.state()) {
+            (Some(saved), Some(_)) => {
+                objective.restore(&saved).map_err(|e| TrainError::Resume {
+                    path: ckpt.join(checkpoint::OBJECTIVE),
+                    message: e.to_string(),
+                })?;
+            }
+            (None, Some(s)) => {
+                return Err(TrainError::Resume {
+                    path: ckpt.clone(),
+                    message: format!(
+                        "the {} objective keeps state between steps but the checkpoint has no {}",
+                        s.objective,
+                        checkpoint::OBJECTIVE
+                    ),
+                });
+            }
+            _ => {}
+        }
         (epoch, step) = (state.epoch, state.step);
         info!(checkpoint = %ckpt.display(), epoch, step, "resumed");
         state.normalizer
@@ -275,29 +300,33 @@ fn execute(
         )?;
         for batch in batches {
             let lr = schedule.lr(step);
-            // The outlier batch is built for OE-style objectives; plain CE does not read it.
-            let TrainBatch { id: batch, .. } = batch?;
+            let TrainBatch {
+                id: batch,
+                outliers,
+            } = batch?;
             // Multi-view batches are view-major; every view keeps its image's label.
-            let labels: Vec<i64> = batch
-                .labels
-                .repeat(batch.views)
-                .iter()
-                .map(|&l| l as i64)
-                .collect();
+            let label_values = batch.labels.repeat(batch.views);
+            let labels: Vec<i64> = label_values.iter().map(|&l| l as i64).collect();
             let n = labels.len();
             let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
             let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
+            let outliers = outliers
+                .map(|o| Tensor::<4>::from_data(TensorData::new(o.images, o.shape), &device));
 
-            let output = model.forward(x);
-            let loss = objective.loss(&output, y.clone());
-            let hits = output
-                .logits
-                .clone()
-                .argmax(1)
-                .reshape([n])
-                .equal(y)
-                .int()
-                .sum();
+            // The objective runs the forward pass(es) and draws from this step's own stream.
+            let out = objective.step(
+                &model,
+                StepInput {
+                    images: x,
+                    labels: y.clone(),
+                    label_values: &label_values,
+                    outliers,
+                    epoch,
+                },
+                &mut stream(cfg.seed, Purpose::Objective, epoch as u64, step as u64),
+            );
+            let loss = out.loss;
+            let hits = out.logits.argmax(1).reshape([n]).equal(y).int().sum();
             let grads = GradientsParams::from_grads(loss.total.backward(), &model);
             model = optim.step(lr, model, grads);
 
@@ -359,7 +388,13 @@ fn execute(
                 config_hash: resolved.hash.clone(),
                 normalizer: norm,
             };
-            let path = checkpoint::save(&ckpt_dir, &model, &optim, &state)?;
+            let path = checkpoint::save(
+                &ckpt_dir,
+                &model,
+                &optim,
+                &state,
+                objective.state().as_ref(),
+            )?;
             manifest.epochs_completed = epoch;
             manifest.steps_completed = step;
             manifest.write(dir)?;

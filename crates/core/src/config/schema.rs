@@ -475,13 +475,151 @@ impl Backbone {
     }
 }
 
-/// Training objectives, tagged by `name`.
+/// Training objectives, tagged by `name`. Every hyperparameter is named for what it does; the
+/// defaults are the official code's (METHODS §2-7), and each field says where a value comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", deny_unknown_fields)]
 pub enum ObjectiveConfig {
     /// Plain cross-entropy on ID data.
     #[serde(rename = "ce")]
     Ce {},
+    /// Outlier Exposure (Hendrycks et al. 2019, `CIFAR/oe_tune.py` L172-174): CE on ID +
+    /// `oe_weight` x cross-entropy from softmax to uniform on outliers, one forward pass over
+    /// `[ID; outliers]`.
+    #[serde(rename = "oe")]
+    Oe {
+        /// lambda, hard-coded 0.5 in the official code (OpenOOD `lambda_oe` 0.5).
+        #[serde(default = "defaults::oe_weight")]
+        oe_weight: f64,
+    },
+    /// Energy-bounded OE (Liu et al. 2020, `energy_ood/CIFAR/train.py` L191-198): CE +
+    /// `energy_weight` x (mean relu(E_in - m_in)^2 + mean relu(m_out - E_out)^2), E = -logsumexp.
+    /// The margins have no default: the authors' `run.sh` uses -23/-5 for CIFAR-10 and -27/-5 for
+    /// CIFAR-100 (argparse says -25/-7), so a config must choose.
+    #[serde(rename = "energy_oe")]
+    EnergyOe {
+        m_in: f64,
+        m_out: f64,
+        /// Hard-coded 0.1 in the official code.
+        #[serde(default = "defaults::energy_weight")]
+        energy_weight: f64,
+    },
+    /// MixOE (Zhang et al. 2023, `train/train_mixoe.py` L276-304): CE on ID + `mix_weight` x
+    /// soft CE on ID/outlier mixtures (ID sample i with outlier i), lambda ~ Beta(mix_beta_a,
+    /// mix_beta_b). Official: Beta(a, a) with a = 1 (mixup) or 2 (cutmix), weight 5; OpenOOD:
+    /// cutmix, Beta(0.1, 1.0), weight 1.
+    #[serde(rename = "mixoe")]
+    MixOe {
+        mix_op: MixOp,
+        #[serde(default = "defaults::mix_beta_a")]
+        mix_beta_a: f64,
+        /// Second Beta parameter; defaults to `mix_beta_a` (the official symmetric Beta(a, a)).
+        #[serde(default)]
+        mix_beta_b: Option<f64>,
+        /// `--beta` in the official code (5.0 in `scripts/train.sh`).
+        #[serde(default = "defaults::mix_weight")]
+        mix_weight: f64,
+    },
+    /// PALM (Lu et al. 2024, `util/loss_functions.py::PALM`): mixture of `prototypes_per_class`
+    /// prototypes per class on the projection head's output, Sinkhorn assignment, top-k EMA
+    /// update, MLE loss + prototype contrastive loss. Needs `[model] projection` and (as the
+    /// paper) `data.views = 2`. Defaults are `runner.sh`'s.
+    #[serde(rename = "palm")]
+    Palm {
+        /// `--cache-size`.
+        #[serde(default = "defaults::palm_prototypes")]
+        prototypes_per_class: usize,
+        /// `--k`; 0 uses the full Sinkhorn assignment.
+        #[serde(default = "defaults::palm_top_k")]
+        top_k: usize,
+        /// `--proto_m`: EMA momentum of the prototypes (OpenOOD's port uses 0.9).
+        #[serde(default = "defaults::palm_proto_momentum")]
+        proto_momentum: f64,
+        /// `--temp` of the MLE loss.
+        #[serde(default = "defaults::palm_temperature")]
+        mle_temperature: f64,
+        /// `--lambda_pcon`.
+        #[serde(default = "defaults::one_f64")]
+        pcon_weight: f64,
+        /// Hard-coded 0.5 in `proto_contra`.
+        #[serde(default = "defaults::palm_pcon_temperature")]
+        pcon_temperature: f64,
+        /// `--epsilon` of the Sinkhorn assignment.
+        #[serde(default = "defaults::palm_epsilon")]
+        sinkhorn_epsilon: f64,
+        #[serde(default = "defaults::palm_sinkhorn_iterations")]
+        sinkhorn_iterations: usize,
+    },
+    /// NP-Mix (MultiOOD, Dong et al. 2024, `train_video_flow.py` L74-184) adapted to one image
+    /// classifier (METHODS §6.6): per-class queues of penultimate features, mixtures of a class
+    /// and one of its nearest prototype-neighbour classes, maximum normalised entropy of the
+    /// classifier head on them from `start_epoch`. A2D needs two prediction heads; an oodforge
+    /// classifier has one, so A2D is not offered here (its loss is in `oodforge_losses::npmix`).
+    #[serde(rename = "npmix")]
+    NpMix {
+        /// `--ood_entropy_ratio`.
+        #[serde(default = "defaults::half")]
+        entropy_weight: f64,
+        /// `--sample_number`: features kept per class.
+        #[serde(default = "defaults::npmix_queue")]
+        queue_size: usize,
+        /// Candidate neighbour classes (`--nn_k` 3 minus the class itself).
+        #[serde(default = "defaults::npmix_neighbours")]
+        neighbour_classes: usize,
+        /// `--mixup_alpha`: lambda ~ Beta(a, b).
+        #[serde(default = "defaults::npmix_beta")]
+        mix_beta_a: f64,
+        /// Defaults to `mix_beta_a` (the official symmetric Beta(10, 10)).
+        #[serde(default)]
+        mix_beta_b: Option<f64>,
+        /// `--start_epoch` (0-based epoch index, as `epoch_i >= start_epoch` upstream).
+        #[serde(default = "defaults::npmix_start_epoch")]
+        start_epoch: usize,
+    },
+    /// AEM (Zhang et al. 2024, `main.py::train_one_epoch`): CE + `attention_entropy_weight` x
+    /// sum softmax(a) log softmax(a) of the pre-softmax attention a, i.e. CE minus the weighted
+    /// attention entropy. For a ViT, a is the last block's CLS-query attention, averaged over
+    /// heads and images (our adaptation; the paper's aggregators are attention-MIL).
+    #[serde(rename = "aem")]
+    Aem {
+        /// `--lamda` (README AEM command: 0.1; 0 is the baseline).
+        #[serde(default = "defaults::aem_weight")]
+        attention_entropy_weight: f64,
+    },
+}
+
+impl ObjectiveConfig {
+    /// The `name` tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ce {} => "ce",
+            Self::Oe { .. } => "oe",
+            Self::EnergyOe { .. } => "energy_oe",
+            Self::MixOe { .. } => "mixoe",
+            Self::Palm { .. } => "palm",
+            Self::NpMix { .. } => "npmix",
+            Self::Aem { .. } => "aem",
+        }
+    }
+
+    /// Objectives that read an outlier batch beside the ID batch.
+    pub fn uses_outliers(&self) -> bool {
+        matches!(
+            self,
+            Self::Oe { .. } | Self::EnergyOe { .. } | Self::MixOe { .. }
+        )
+    }
+}
+
+/// How MixOE combines an ID image with an outlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MixOp {
+    /// `lambda x + (1 - lambda) x_out`.
+    #[serde(rename = "mixup")]
+    Mixup,
+    /// Paste an outlier box with side ratio sqrt(1 - lambda) into the ID image (CutMix).
+    #[serde(rename = "cutmix")]
+    Cutmix,
 }
 
 impl Default for ObjectiveConfig {
@@ -703,6 +841,54 @@ pub(crate) mod defaults {
     }
     pub fn min_lr() -> f64 {
         1e-6
+    }
+    pub fn oe_weight() -> f64 {
+        0.5
+    }
+    pub fn energy_weight() -> f64 {
+        0.1
+    }
+    pub fn mix_beta_a() -> f64 {
+        1.0
+    }
+    pub fn mix_weight() -> f64 {
+        5.0
+    }
+    pub fn palm_prototypes() -> usize {
+        6
+    }
+    pub fn palm_top_k() -> usize {
+        5
+    }
+    pub fn palm_proto_momentum() -> f64 {
+        0.999
+    }
+    pub fn palm_temperature() -> f64 {
+        0.1
+    }
+    pub fn palm_pcon_temperature() -> f64 {
+        0.5
+    }
+    pub fn palm_epsilon() -> f64 {
+        0.05
+    }
+    pub fn palm_sinkhorn_iterations() -> usize {
+        3
+    }
+    pub fn npmix_queue() -> usize {
+        65
+    }
+    pub fn npmix_neighbours() -> usize {
+        2
+    }
+    pub fn npmix_beta() -> f64 {
+        10.0
+    }
+    pub fn npmix_start_epoch() -> usize {
+        10
+    }
+    pub fn aem_weight() -> f64 {
+        0.1
     }
     pub fn one() -> usize {
         1

@@ -439,6 +439,8 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
         );
     }
 
+    check_objective(&mut bad, c);
+
     if c.eval.postprocessors.is_empty() {
         bad(
             "eval.postprocessors",
@@ -470,6 +472,184 @@ fn check_patch(bad: &mut impl FnMut(&str, String), patch: usize, image_size: usi
         bad(
             "model.patch_size",
             format!("{patch} is not allowed, expected a divisor of data.image_size = {image_size}"),
+        );
+    }
+}
+
+/// The objective's hyperparameters, and what it needs from the data and the model.
+fn check_objective(bad: &mut impl FnMut(&str, String), c: &ExperimentConfig) {
+    let o = &c.objective;
+    let key = |k: &str| format!("objective.{k}");
+    let non_negative = |bad: &mut dyn FnMut(&str, String), k: &str, v: f64| {
+        if !(v.is_finite() && v >= 0.0) {
+            bad(
+                &key(k),
+                format!("{v} is not allowed, expected a finite value >= 0"),
+            );
+        }
+    };
+    match o {
+        ObjectiveConfig::Ce {} => {}
+        ObjectiveConfig::Oe { oe_weight } => non_negative(bad, "oe_weight", *oe_weight),
+        ObjectiveConfig::EnergyOe {
+            m_in,
+            m_out,
+            energy_weight,
+        } => {
+            non_negative(bad, "energy_weight", *energy_weight);
+            for (k, v) in [("m_in", m_in), ("m_out", m_out)] {
+                if !v.is_finite() {
+                    bad(
+                        &key(k),
+                        format!("{v} is not allowed, expected a finite energy"),
+                    );
+                }
+            }
+        }
+        ObjectiveConfig::MixOe {
+            mix_beta_a,
+            mix_beta_b,
+            mix_weight,
+            ..
+        } => {
+            non_negative(bad, "mix_weight", *mix_weight);
+            for (k, v) in [
+                ("mix_beta_a", Some(*mix_beta_a)),
+                ("mix_beta_b", *mix_beta_b),
+            ] {
+                if let Some(v) = v
+                    && !(v.is_finite() && v > 0.0)
+                {
+                    bad(
+                        &key(k),
+                        format!("{v} is not a Beta parameter, expected a finite value > 0"),
+                    );
+                }
+            }
+            // MixOE pairs ID image i with outlier i (no permutation, `train_mixoe.py`).
+            if c.data.outlier_batch_size != c.data.batch_size {
+                bad(
+                    "data.outlier_batch_size",
+                    format!(
+                        "{} is not allowed for mixoe, which mixes ID image i with outlier i: expected data.batch_size = {}",
+                        c.data.outlier_batch_size, c.data.batch_size
+                    ),
+                );
+            }
+        }
+        ObjectiveConfig::Palm {
+            prototypes_per_class,
+            top_k,
+            proto_momentum,
+            mle_temperature,
+            pcon_weight,
+            pcon_temperature,
+            sinkhorn_epsilon,
+            sinkhorn_iterations,
+        } => {
+            if *prototypes_per_class < 2 {
+                bad(
+                    &key("prototypes_per_class"),
+                    format!(
+                        "{prototypes_per_class} is not allowed, expected >= 2 (the contrastive loss needs another prototype of the same class)"
+                    ),
+                );
+            }
+            if top_k > prototypes_per_class {
+                bad(
+                    &key("top_k"),
+                    format!(
+                        "{top_k} is not allowed, expected 0 (no top-k) ..= prototypes_per_class = {prototypes_per_class}"
+                    ),
+                );
+            }
+            if !(0.0..=1.0).contains(proto_momentum) {
+                bad(
+                    &key("proto_momentum"),
+                    format!("{proto_momentum} is not allowed, expected 0..=1"),
+                );
+            }
+            non_negative(bad, "pcon_weight", *pcon_weight);
+            for (k, v) in [
+                ("mle_temperature", mle_temperature),
+                ("pcon_temperature", pcon_temperature),
+                ("sinkhorn_epsilon", sinkhorn_epsilon),
+            ] {
+                if !(v.is_finite() && *v > 0.0) {
+                    bad(
+                        &key(k),
+                        format!("{v} is not allowed, expected a finite value > 0"),
+                    );
+                }
+            }
+            if *sinkhorn_iterations == 0 {
+                bad(
+                    &key("sinkhorn_iterations"),
+                    "0 is not allowed, expected >= 1".into(),
+                );
+            }
+            if c.model.projection.is_none() {
+                bad(
+                    "model.projection",
+                    "palm needs a projection head: add `projection = { hidden = 512, dim = 128 }` to [model]".into(),
+                );
+            }
+        }
+        ObjectiveConfig::NpMix {
+            entropy_weight,
+            queue_size,
+            neighbour_classes,
+            mix_beta_a,
+            mix_beta_b,
+            ..
+        } => {
+            non_negative(bad, "entropy_weight", *entropy_weight);
+            if *queue_size == 0 {
+                bad(&key("queue_size"), "0 is not allowed, expected >= 1".into());
+            }
+            if *neighbour_classes == 0 {
+                bad(
+                    &key("neighbour_classes"),
+                    "0 is not allowed, expected >= 1".into(),
+                );
+            }
+            for (k, v) in [
+                ("mix_beta_a", Some(*mix_beta_a)),
+                ("mix_beta_b", *mix_beta_b),
+            ] {
+                if let Some(v) = v
+                    && !(v.is_finite() && v > 0.0)
+                {
+                    bad(
+                        &key(k),
+                        format!("{v} is not a Beta parameter, expected a finite value > 0"),
+                    );
+                }
+            }
+        }
+        ObjectiveConfig::Aem {
+            attention_entropy_weight,
+        } => {
+            non_negative(bad, "attention_entropy_weight", *attention_entropy_weight);
+            if !matches!(
+                c.model.backbone,
+                Backbone::VitTiny { .. } | Backbone::VitSmall { .. } | Backbone::Vit { .. }
+            ) {
+                bad(
+                    "objective.name",
+                    "aem regularises attention: it needs a ViT backbone (vit_tiny, vit_small, vit)"
+                        .into(),
+                );
+            }
+        }
+    }
+    if o.uses_outliers() && c.data.outlier_batch_size == 0 {
+        bad(
+            "data.outlier_batch_size",
+            format!(
+                "0 is not allowed for {}, which trains on outliers: set the outliers per batch (OE: 2 x batch_size)",
+                o.name()
+            ),
         );
     }
 }
