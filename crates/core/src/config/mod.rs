@@ -2,8 +2,9 @@
 //! value checks, and errors that name the file, the line, the key and what is allowed.
 //!
 //! Resolution order: the `extends` chain (depth first, in list order), then the file itself,
-//! then each `--set` in command-line order. Tables merge key by key; any other value (arrays
-//! included) replaces the earlier one whole.
+//! then each `--set` in command-line order. Tables merge key by key, except that a layer which
+//! switches a table's variant (`backbone`, `name`, `kind`) replaces that table whole; any other
+//! value (arrays included) replaces the earlier one whole.
 
 mod schema;
 mod validate;
@@ -310,10 +311,22 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
+/// Keys that pick a variant of a table (`[model] backbone`, `[objective] name`, `[optim] name`,
+/// `[data.source] kind`).
+const VARIANT_TAGS: [&str; 3] = ["backbone", "name", "kind"];
+
+/// A layer that switches a table to another variant replaces the table whole: the old variant's
+/// keys (a ResNet's `width`, OE's `oe_weight`) mean nothing to the new one.
+fn switches_variant(base: &Table, layer: &Table) -> bool {
+    VARIANT_TAGS
+        .iter()
+        .any(|t| matches!((base.get(*t), layer.get(*t)), (Some(a), Some(b)) if a != b))
+}
+
 fn merge(base: &mut Table, layer: Table) {
     for (key, value) in layer {
         match (base.get_mut(&key), value) {
-            (Some(Value::Table(b)), Value::Table(l)) => merge(b, l),
+            (Some(Value::Table(b)), Value::Table(l)) if !switches_variant(b, &l) => merge(b, l),
             (_, value) => {
                 base.insert(key, value);
             }

@@ -152,11 +152,12 @@ fn extends_merges_tables_and_reports_base_lines() {
     let r = load(&child, &[]).unwrap();
     assert_eq!(r.config.name, "child");
     assert_eq!(r.config.train.epochs, 5);
-    // `width` comes from the base, merged into the child's [model] table.
+    // Switching the backbone replaces [model] whole: the base's ResNet-10 `width` is not
+    // carried over (see `a_layer_that_switches_a_variant_replaces_the_table`).
     assert_eq!(
         r.config.model.backbone,
         Backbone::ResNet18 {
-            width: 8,
+            width: 64,
             stem: ResNetStem::Cifar
         }
     );
@@ -396,4 +397,93 @@ fn model_table_takes_heads_weights_and_vits_and_still_rejects_typos() {
         r.config.model.backbone,
         Backbone::VitTiny { patch_size: None }
     );
+}
+
+#[test]
+fn objectives_take_named_hyperparameters_and_say_what_they_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |objective: &str| format!("{MINIMAL}\n[objective]\n{objective}\n");
+    // Defaults are the official code's.
+    let p = write(dir.path(), "oe.toml", &with("name = \"oe\""));
+    let e = load(&p, &[]).unwrap_err().to_string();
+    assert!(e.contains("data.outlier_batch_size"), "{e}");
+    let r = load(&p, &["data.outlier_batch_size=64".into()]).unwrap();
+    assert_eq!(r.config.objective, ObjectiveConfig::Oe { oe_weight: 0.5 });
+    let p = write(dir.path(), "palm.toml", &with("name = \"palm\""));
+    let r = load(&p, &["model.projection={hidden=16, dim=8}".into()]).unwrap();
+    let ObjectiveConfig::Palm {
+        prototypes_per_class,
+        top_k,
+        proto_momentum,
+        ..
+    } = r.config.objective
+    else {
+        panic!("{:?}", r.config.objective)
+    };
+    assert_eq!((prototypes_per_class, top_k, proto_momentum), (6, 5, 0.999));
+    // ... and PALM without a projection head is refused by name.
+    let e = load(&p, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("model.projection") && e.contains("palm needs a projection head"),
+        "{e}"
+    );
+
+    // A bare `beta` is not a MixOE hyperparameter: the error lists the real names.
+    let e = err(
+        dir.path(),
+        &with("name = \"mixoe\"\nmix_op = \"mixup\"\nbeta = 5.0"),
+    );
+    assert!(
+        e.contains("unknown field `beta`") && e.contains("mix_weight"),
+        "{e}"
+    );
+    // MixOE pairs ID image i with outlier i.
+    let p = write(
+        dir.path(),
+        "mix.toml",
+        &with("name = \"mixoe\"\nmix_op = \"cutmix\""),
+    );
+    let e = load(&p, &["data.outlier_batch_size=64".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mixes ID image i with outlier i"), "{e}");
+    // Energy margins have no silent default.
+    let e = err(dir.path(), &with("name = \"energy_oe\"\nm_in = -23.0"));
+    assert!(e.contains("missing field `m_out`"), "{e}");
+    let e = err(
+        dir.path(),
+        &with("name = \"palm\"\ntop_k = 7\nprototypes_per_class = 6"),
+    );
+    assert!(e.contains("objective.top_k"), "{e}");
+    let e = err(dir.path(), &with("name = \"aem\""));
+    assert!(e.contains("needs a ViT backbone"), "{e}");
+}
+
+#[test]
+fn a_layer_that_switches_a_variant_replaces_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "base.toml", MINIMAL);
+    // The base's ResNet `width` would be an unknown key for a WRN; switching the backbone
+    // replaces [model] whole.
+    let p = write(
+        dir.path(),
+        "child.toml",
+        "extends = [\"base.toml\"]\n[model]\nbackbone = \"wrn\"\ndepth = 16\n",
+    );
+    let r = load(&p, &[]).unwrap();
+    assert!(matches!(
+        r.config.model.backbone,
+        Backbone::Wrn { depth: 16, .. }
+    ));
+    // The same variant still merges key by key.
+    let p = write(
+        dir.path(),
+        "same.toml",
+        "extends = [\"base.toml\"]\n[model]\nbackbone = \"resnet10\"\n",
+    );
+    let r = load(&p, &[]).unwrap();
+    assert!(matches!(
+        r.config.model.backbone,
+        Backbone::ResNet10 { width: 8, .. }
+    ));
 }
