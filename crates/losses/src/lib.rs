@@ -54,6 +54,8 @@ pub struct StepOutput {
 }
 
 /// Every objective, with its hyperparameters and state.
+// One value per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Objective {
     Ce,

@@ -596,7 +596,7 @@ fn write_safetensors(path: &std::path::Path, tensors: &[(String, Vec<usize>, Vec
         );
     }
     let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
