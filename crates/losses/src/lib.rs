@@ -20,7 +20,7 @@ pub mod palm;
 pub mod state;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use oodforge_core::config::{MixOp, ObjectiveConfig};
+use oodforge_core::config::{A2dDistance, MixOp, ObjectiveConfig};
 use oodforge_models::Classifier;
 use rand::Rng;
 
@@ -84,6 +84,9 @@ pub enum Objective {
         beta_a: f64,
         beta_b: f64,
         start_epoch: usize,
+        a2d_weight: f64,
+        a2d_outlier_weight: f64,
+        a2d_distance: npmix::Discrepancy,
         bank: npmix::FeatureBank,
     },
     Aem {
@@ -170,12 +173,23 @@ impl Objective {
                 mix_beta_a,
                 mix_beta_b,
                 start_epoch,
+                a2d_weight,
+                a2d_outlier_weight,
+                a2d_distance,
             } => Self::NpMix {
                 entropy_weight: *entropy_weight,
                 neighbour_classes: *neighbour_classes,
                 beta_a: *mix_beta_a,
                 beta_b: mix_beta_b.unwrap_or(*mix_beta_a),
                 start_epoch: *start_epoch,
+                a2d_weight: *a2d_weight,
+                a2d_outlier_weight: *a2d_outlier_weight,
+                a2d_distance: match a2d_distance {
+                    A2dDistance::L1 => npmix::Discrepancy::L1,
+                    A2dDistance::L2 => npmix::Discrepancy::L2,
+                    A2dDistance::Hellinger => npmix::Discrepancy::Hellinger,
+                    A2dDistance::Wasserstein => npmix::Discrepancy::Wasserstein,
+                },
                 bank: npmix::FeatureBank::new(num_classes, *queue_size, model.feature_dim()),
             },
             ObjectiveConfig::Aem {
@@ -289,24 +303,57 @@ impl Objective {
                 beta_a,
                 beta_b,
                 start_epoch,
+                a2d_weight,
+                a2d_outlier_weight,
+                a2d_distance,
                 bank,
             } => {
                 let out = model.forward(images);
-                let ce = ce::cross_entropy(out.logits.clone(), labels);
+                // With two heads they play MultiOOD's modality heads (`--use_single_pred`): each
+                // trained with CE, averaged, and A2D on the non-label classes.
+                let mut terms = Vec::new();
+                let ce = ce::cross_entropy(out.logits.clone(), labels.clone());
+                let mut total = match &out.aux_logits {
+                    None => ce.clone(),
+                    Some(aux) => {
+                        let ce_aux = ce::cross_entropy(aux.clone(), labels);
+                        terms.push(("ce_aux", ce_aux.clone()));
+                        let a2d = npmix::a2d_loss(
+                            out.logits.clone(),
+                            aux.clone(),
+                            label_values,
+                            *a2d_distance,
+                        );
+                        terms.push(("a2d", a2d.clone()));
+                        (ce.clone() + ce_aux).mul_scalar(0.5) + a2d.mul_scalar(*a2d_weight)
+                    }
+                };
+                terms.insert(0, ("ce", ce));
+                // `sum_temp == num_class * sample_number` is read before this batch is queued.
                 let synthesise = bank.is_full() && epoch >= *start_epoch;
                 let features = out.features.clone().detach().into_data().convert::<f64>();
                 bank.push(
                     features.as_slice::<f64>().expect("f64 features"),
                     label_values,
                 );
-                let mut terms = vec![("ce", ce.clone())];
-                let mut total = ce;
                 if synthesise {
                     let neighbours = bank.neighbours(*neighbour_classes);
                     let draws = bank.draw(*neighbour_classes, *beta_a, *beta_b, rng);
-                    let outliers = bank.synthesize(&neighbours, &draws);
-                    let logits = model.forward_head(npmix::rows_tensor(&outliers, &out.features));
-                    let ent = npmix::neg_normalized_entropy(logits);
+                    let outliers =
+                        npmix::rows_tensor(&bank.synthesize(&neighbours, &draws), &out.features);
+                    let logits = model.forward_head(outliers.clone());
+                    let ent = match model.forward_aux_head(outliers) {
+                        None => npmix::neg_normalized_entropy(logits),
+                        Some(aux) => {
+                            let a2d =
+                                npmix::a2d_outlier_loss(logits.clone(), aux.clone(), *a2d_distance);
+                            terms.push(("a2d_outlier", a2d.clone()));
+                            total = total + a2d.mul_scalar(*a2d_outlier_weight);
+                            (npmix::neg_normalized_entropy(logits)
+                                + npmix::neg_normalized_entropy(aux))
+                            .mul_scalar(0.5)
+                        }
+                    };
                     total = total + ent.clone().mul_scalar(*entropy_weight);
                     terms.push(("neg_entropy", ent));
                 }

@@ -31,6 +31,9 @@ pub struct Output {
     pub features: Tensor<2>,
     /// `[batch, projection_dim]`, L2-normalised, when the classifier has a projection head.
     pub embedding: Option<Tensor<2>>,
+    /// `[batch, num_classes]` from the second prediction head, when the model has one
+    /// (`prediction_heads = 2`, for A2D).
+    pub aux_logits: Option<Tensor<2>>,
     /// ViT only: per block, the CLS query's pre-softmax attention scores over all tokens,
     /// `[batch, heads, 1 + num_patches]` (token 0 is the CLS token); [`cls_to_patch_weights`]
     /// turns them into the CLS-to-patch attention weights. Empty for CNNs.
@@ -86,6 +89,9 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
 pub struct Classifier {
     backbone: Backbone,
     projection: Option<ProjectionHead>,
+    /// A second linear head on the same features (`prediction_heads = 2`). It is never part of
+    /// an imported checkpoint, so it always starts fresh.
+    aux_head: Option<Linear>,
 }
 
 impl Classifier {
@@ -167,7 +173,12 @@ impl Classifier {
                 device,
             )),
         };
-        Self::from_backbone(backbone, config.projection.as_ref(), device)
+        let mut model = Self::from_backbone(backbone, config.projection.as_ref(), device);
+        if config.prediction_heads == 2 {
+            let (d, c) = (model.feature_dim(), model.num_classes());
+            model.aux_head = Some(LinearConfig::new(d, c).init(device));
+        }
+        model
     }
 
     pub fn from_backbone(
@@ -178,6 +189,7 @@ impl Classifier {
         let mut model = Self {
             backbone,
             projection: None,
+            aux_head: None,
         };
         model.projection = projection.map(|p| ProjectionHead::new(model.feature_dim(), p, device));
         model
@@ -206,10 +218,12 @@ impl Classifier {
             .projection
             .as_ref()
             .map(|p| p.forward(features.clone()));
+        let aux_logits = self.forward_aux_head(features.clone());
         Output {
             logits,
             features,
             embedding,
+            aux_logits,
             cls_attention,
         }
     }
@@ -227,6 +241,11 @@ impl Classifier {
     /// prunes them, then calls this.
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
         self.head().forward(features)
+    }
+
+    /// The second prediction head applied to features, when there is one.
+    pub fn forward_aux_head(&self, features: Tensor<2>) -> Option<Tensor<2>> {
+        self.aux_head.as_ref().map(|h| h.forward(features))
     }
 
     fn head(&self) -> &Linear {

@@ -266,6 +266,7 @@ fn every_backbone_gives_shapes_finite_outputs_and_gradients_everywhere() {
         device.seed(0);
         let cfg = ModelConfig {
             projection: Some(ProjectionConfig { hidden: 8, dim: 4 }),
+            prediction_heads: 2,
             ..ModelConfig::from(backbone.clone())
         };
         let m = Classifier::new(&cfg, 5, image, &device);
@@ -308,7 +309,9 @@ fn every_backbone_gives_shapes_finite_outputs_and_gradients_everywhere() {
         let again = m.forward_head(out.features.clone());
         let diff: f32 = (again - out.logits.clone()).abs().max().into_scalar();
         assert_eq!(diff, 0.0, "{what}");
-        let loss = out.logits.sum() + z.sum();
+        let aux = out.aux_logits.clone().expect("a second prediction head");
+        assert_eq!(aux.dims(), [3, 5], "{what}");
+        let loss = out.logits.sum() + z.sum() + aux.sum();
         let grads = loss.backward();
         assert_all_gradients(&m, &grads, &what);
     }

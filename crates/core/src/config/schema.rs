@@ -346,6 +346,15 @@ pub struct ModelConfig {
     /// Initialise from a PyTorch (`.pt`/`.pth`/`.ckpt`) or safetensors checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<WeightsConfig>,
+    /// Linear prediction heads on the features: 1, or 2 for A2D (NP-Mix's agree-to-disagree
+    /// term needs two predictions of the same sample). The first head gives the logits that are
+    /// evaluated.
+    #[serde(default = "defaults::one", skip_serializing_if = "is_one")]
+    pub prediction_heads: usize,
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 impl From<Backbone> for ModelConfig {
@@ -354,6 +363,7 @@ impl From<Backbone> for ModelConfig {
             backbone,
             projection: None,
             weights: None,
+            prediction_heads: 1,
         }
     }
 }
@@ -553,8 +563,9 @@ pub enum ObjectiveConfig {
     /// NP-Mix (MultiOOD, Dong et al. 2024, `train_video_flow.py` L74-184) adapted to one image
     /// classifier (METHODS §6.6): per-class queues of penultimate features, mixtures of a class
     /// and one of its nearest prototype-neighbour classes, maximum normalised entropy of the
-    /// classifier head on them from `start_epoch`. A2D needs two prediction heads; an oodforge
-    /// classifier has one, so A2D is not offered here (its loss is in `oodforge_losses::npmix`).
+    /// classifier head on them from `start_epoch`. With `model.prediction_heads = 2` the two
+    /// heads play MultiOOD's two modality heads: both trained with CE, and A2D pushes their
+    /// non-label predictions (and their predictions on the outliers) apart.
     #[serde(rename = "npmix")]
     NpMix {
         /// `--ood_entropy_ratio`.
@@ -575,6 +586,15 @@ pub enum ObjectiveConfig {
         /// `--start_epoch` (0-based epoch index, as `epoch_i >= start_epoch` upstream).
         #[serde(default = "defaults::npmix_start_epoch")]
         start_epoch: usize,
+        /// `--a2d_ratio`: A2D on ID samples (needs `model.prediction_heads = 2`; official 0.5).
+        #[serde(default)]
+        a2d_weight: f64,
+        /// `--a2d_ratio_ood`: A2D on the synthesised outliers (needs two heads; official 0.5).
+        #[serde(default)]
+        a2d_outlier_weight: f64,
+        /// The discrepancy A2D maximises (`--a2d_max_hellinger` in the README recipe).
+        #[serde(default)]
+        a2d_distance: A2dDistance,
     },
     /// AEM (Zhang et al. 2024, `main.py::train_one_epoch`): CE + `attention_entropy_weight` x
     /// sum softmax(a) log softmax(a) of the pre-softmax attention a, i.e. CE minus the weighted
@@ -609,6 +629,21 @@ impl ObjectiveConfig {
             Self::Oe { .. } | Self::EnergyOe { .. } | Self::MixOe { .. }
         )
     }
+}
+
+/// The distance between two heads' distributions that A2D maximises (MultiOOD's flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum A2dDistance {
+    /// `nn.L1Loss()`.
+    L1,
+    /// `nn.MSELoss()`.
+    L2,
+    /// Hellinger distance (the README recipe).
+    #[default]
+    Hellinger,
+    /// The code's "Wasserstein": symmetrised mean nearest-row distance.
+    Wasserstein,
 }
 
 /// How MixOE combines an ID image with an outlier.

@@ -359,6 +359,7 @@ fn model_table_takes_heads_weights_and_vits_and_still_rejects_typos() {
                 path: "rn50.pth".into(),
                 reset_head: true
             }),
+            prediction_heads: 1,
         }
     );
     // A typo beside the flattened backbone tag is still an error that names the key.
@@ -455,6 +456,18 @@ fn objectives_take_named_hyperparameters_and_say_what_they_need() {
         &with("name = \"palm\"\ntop_k = 7\nprototypes_per_class = 6"),
     );
     assert!(e.contains("objective.top_k"), "{e}");
+    // A2D compares two predictions.
+    let p = write(
+        dir.path(),
+        "a2d.toml",
+        &with("name = \"npmix\"\na2d_weight = 0.5"),
+    );
+    let e = load(&p, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("model.prediction_heads") && e.contains("expected 2"),
+        "{e}"
+    );
+    load(&p, &["model.prediction_heads=2".into()]).unwrap();
     let e = err(dir.path(), &with("name = \"aem\""));
     assert!(e.contains("needs a ViT backbone"), "{e}");
 }

@@ -439,6 +439,15 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
         );
     }
 
+    if !(1..=2).contains(&c.model.prediction_heads) {
+        bad(
+            "model.prediction_heads",
+            format!(
+                "{} is not allowed, expected 1 or 2",
+                c.model.prediction_heads
+            ),
+        );
+    }
     check_objective(&mut bad, c);
 
     if c.eval.postprocessors.is_empty() {
@@ -601,9 +610,22 @@ fn check_objective(bad: &mut impl FnMut(&str, String), c: &ExperimentConfig) {
             neighbour_classes,
             mix_beta_a,
             mix_beta_b,
+            a2d_weight,
+            a2d_outlier_weight,
             ..
         } => {
             non_negative(bad, "entropy_weight", *entropy_weight);
+            non_negative(bad, "a2d_weight", *a2d_weight);
+            non_negative(bad, "a2d_outlier_weight", *a2d_outlier_weight);
+            if (*a2d_weight > 0.0 || *a2d_outlier_weight > 0.0) && c.model.prediction_heads != 2 {
+                bad(
+                    "model.prediction_heads",
+                    format!(
+                        "{} is not allowed with A2D (objective.a2d_weight / a2d_outlier_weight > 0), which compares two predictions: expected 2",
+                        c.model.prediction_heads
+                    ),
+                );
+            }
             if *queue_size == 0 {
                 bad(&key("queue_size"), "0 is not allowed, expected >= 1".into());
             }
