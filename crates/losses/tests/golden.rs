@@ -11,7 +11,7 @@ use oodforge_losses::npmix::{self, Discrepancy, FeatureBank, NpMixDraw};
 use oodforge_losses::palm::{self, PalmParams};
 use oodforge_losses::{aem, energy_oe, mixoe, oe};
 use oodforge_models::{Abmil, MilModel, import::load_mil_weights};
-use oodforge_testutil::{array, assert_close, golden_files, num};
+use oodforge_testutil::{array, assert_close, golden_files, num, write_safetensors};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -583,28 +583,6 @@ impl ModuleVisitor for TorchGrads<'_> {
     }
 }
 
-/// A float64 safetensors file of `(name, shape, values)`.
-fn write_safetensors(path: &std::path::Path, tensors: &[(String, Vec<usize>, Vec<f64>)]) {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, shape, values) in tensors {
-        let start = data.len();
-        values.iter().for_each(|v| data.extend(v.to_le_bytes()));
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F64", "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(h);
-    bytes.extend(data);
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[test]
 fn aem_on_abmil_matches_the_official_loss_and_gradients() {
     for (file, g) in golden_files("_aem_abmil.json") {
@@ -636,7 +614,7 @@ fn aem_on_abmil_matches_the_official_loss_and_gradients() {
                 .collect();
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("abmil.safetensors");
-            write_safetensors(&path, &tensors);
+            write_safetensors(&path, "F64", &tensors);
             let report = load_mil_weights(&mut model, &path).unwrap();
             assert_eq!(report.loaded, tensors.len(), "{}", c.case);
             let MilModel::Abmil(model) = model else {

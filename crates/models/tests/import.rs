@@ -244,26 +244,17 @@ fn mismatched_checkpoints_name_missing_unexpected_and_misshaped_keys() {
 /// A safetensors file (the format timm and Hugging Face publish) written by hand: header JSON
 /// with dtype/shape/offsets, then little-endian f32 data.
 fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-    let mut header = BTreeMap::new();
-    let mut data = Vec::new();
-    for (name, shape, values) in tensors {
-        let start = data.len();
-        for v in values {
-            data.extend_from_slice(&v.to_le_bytes());
-        }
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    let mut json = serde_json::to_string(&header).unwrap();
-    while json.len() % 8 != 0 {
-        json.push(' ');
-    }
-    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(json.as_bytes());
-    bytes.extend_from_slice(&data);
-    std::fs::write(path, bytes).unwrap();
+    let wide: Vec<_> = tensors
+        .iter()
+        .map(|(k, s, d)| {
+            (
+                k.clone(),
+                s.clone(),
+                d.iter().map(|&v| f64::from(v)).collect(),
+            )
+        })
+        .collect();
+    oodforge_testutil::write_safetensors(path, "F32", &wide);
 }
 
 /// Distinct deterministic values per tensor, so a transposition or a swap shows.

@@ -102,3 +102,36 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64)
         );
     }
 }
+
+/// Write a safetensors file of `(name, shape, values)`, every tensor stored as `dtype` (`F32` or
+/// `F64`), for weight-import tests.
+pub fn write_safetensors(
+    path: &std::path::Path,
+    dtype: &str,
+    tensors: &[(String, Vec<usize>, Vec<f64>)],
+) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        let start = data.len();
+        for &v in values {
+            match dtype {
+                "F32" => data.extend_from_slice(&(v as f32).to_le_bytes()),
+                "F64" => data.extend_from_slice(&v.to_le_bytes()),
+                other => panic!("write_safetensors: unsupported dtype {other}"),
+            }
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut json = serde_json::to_string(&Value::Object(header)).expect("header serializes");
+    while !json.len().is_multiple_of(8) {
+        json.push(' ');
+    }
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(json.as_bytes());
+    bytes.extend_from_slice(&data);
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}

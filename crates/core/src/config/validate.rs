@@ -522,19 +522,7 @@ fn check_objective(bad: &mut impl FnMut(&str, String), c: &ExperimentConfig) {
             ..
         } => {
             non_negative(bad, "mix_weight", *mix_weight);
-            for (k, v) in [
-                ("mix_beta_a", Some(*mix_beta_a)),
-                ("mix_beta_b", *mix_beta_b),
-            ] {
-                if let Some(v) = v
-                    && !(v.is_finite() && v > 0.0)
-                {
-                    bad(
-                        &key(k),
-                        format!("{v} is not a Beta parameter, expected a finite value > 0"),
-                    );
-                }
-            }
+            check_beta(bad, *mix_beta_a, *mix_beta_b);
             // MixOE pairs ID image i with outlier i (no permutation, `train_mixoe.py`).
             if c.data.outlier_batch_size != c.data.batch_size {
                 bad(
@@ -635,19 +623,7 @@ fn check_objective(bad: &mut impl FnMut(&str, String), c: &ExperimentConfig) {
                     "0 is not allowed, expected >= 1".into(),
                 );
             }
-            for (k, v) in [
-                ("mix_beta_a", Some(*mix_beta_a)),
-                ("mix_beta_b", *mix_beta_b),
-            ] {
-                if let Some(v) = v
-                    && !(v.is_finite() && v > 0.0)
-                {
-                    bad(
-                        &key(k),
-                        format!("{v} is not a Beta parameter, expected a finite value > 0"),
-                    );
-                }
-            }
+            check_beta(bad, *mix_beta_a, *mix_beta_b);
         }
         ObjectiveConfig::Aem {
             attention_entropy_weight,
@@ -673,5 +649,19 @@ fn check_objective(bad: &mut impl FnMut(&str, String), c: &ExperimentConfig) {
                 o.name()
             ),
         );
+    }
+}
+
+/// `objective.mix_beta_a` / `mix_beta_b` are parameters of a Beta distribution.
+fn check_beta(bad: &mut dyn FnMut(&str, String), a: f64, b: Option<f64>) {
+    for (k, v) in [("mix_beta_a", Some(a)), ("mix_beta_b", b)] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            bad(
+                &format!("objective.{k}"),
+                format!("{v} is not a Beta parameter, expected a finite value > 0"),
+            );
+        }
     }
 }
