@@ -84,6 +84,11 @@ fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
 
 /// `PALM.sinkhorn`: the `[N, P]` soft assignment of the embeddings to the prototypes, each
 /// sample's weights summing to 1. Computed without gradient.
+///
+/// The scores are shifted by their maximum before `exp`: the first normalisation divides the
+/// shift out again, and `exp(z.p / epsilon)` no longer overflows float32 for small epsilon
+/// (upstream's `exp(1 / 0.01)` would be infinite; its fallback re-normalises the prototypes,
+/// which does not help there).
 pub fn sinkhorn(
     features: Tensor<2>,
     prototypes: Tensor<2>,
@@ -93,7 +98,9 @@ pub fn sinkhorn(
     let [n, _] = features.dims();
     let [p, _] = prototypes.dims();
     let out = features.detach().matmul(prototypes.detach().transpose());
-    let mut q = out.div_scalar(epsilon).exp().transpose(); // [P, N]
+    let scaled = out.div_scalar(epsilon);
+    let top = scaled.clone().max().reshape([1, 1]);
+    let mut q = (scaled - top).exp().transpose(); // [P, N]
     q = q.clone() / q.clone().sum().reshape([1, 1]);
     for _ in 0..iterations {
         q = l1_normalize(q, 1).div_scalar(p as f64);

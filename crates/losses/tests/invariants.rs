@@ -109,3 +109,19 @@ fn palm_with_momentum_one_keeps_its_prototypes() {
         values(palm_loss(z, labels(&[0, 1, 2, 0, 1, 2, 0, 1, 2, 0]), p, &params).prototypes);
     assert!(moved.iter().zip(&protos).any(|(a, b)| (a - b).abs() > 1e-3));
 }
+
+#[test]
+fn sinkhorn_stays_finite_where_the_plain_exponential_overflows() {
+    // z.p / 0.005 reaches 200: exp(200) is infinite in f32.
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let protos = initial_prototypes(6, 4, &mut rng);
+    let p = Tensor::<2>::from_data(TensorData::new(protos, [6, 4]), &Device::flex());
+    let z = p.clone().narrow(0, 0, 3);
+    let q = oodforge_losses::palm::sinkhorn(z, p, 0.005, 3);
+    let v = values(q);
+    assert!(v.iter().all(|x| x.is_finite()), "{v:?}");
+    // Each sample's weights sum to 1.
+    for row in v.chunks(6) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+    }
+}
