@@ -86,7 +86,7 @@ pub enum Objective {
         start_epoch: usize,
         a2d_weight: f64,
         a2d_outlier_weight: f64,
-        a2d_distance: npmix::Discrepancy,
+        a2d_distance: A2dDistance,
         bank: npmix::FeatureBank,
     },
     Aem {
@@ -184,12 +184,7 @@ impl Objective {
                 start_epoch: *start_epoch,
                 a2d_weight: *a2d_weight,
                 a2d_outlier_weight: *a2d_outlier_weight,
-                a2d_distance: match a2d_distance {
-                    A2dDistance::L1 => npmix::Discrepancy::L1,
-                    A2dDistance::L2 => npmix::Discrepancy::L2,
-                    A2dDistance::Hellinger => npmix::Discrepancy::Hellinger,
-                    A2dDistance::Wasserstein => npmix::Discrepancy::Wasserstein,
-                },
+                a2d_distance: *a2d_distance,
                 bank: npmix::FeatureBank::new(num_classes, *queue_size, model.feature_dim()),
             },
             ObjectiveConfig::Aem {
@@ -420,8 +415,22 @@ impl Objective {
         }
     }
 
-    /// Restore a checkpointed state (checked against this objective's shapes).
-    pub fn restore(&mut self, state: &ObjectiveState) -> Result<(), LossError> {
+    /// Restore the state saved with a checkpoint (checked against this objective's shapes); an
+    /// objective that keeps state refuses a checkpoint without one.
+    pub fn restore(&mut self, saved: Option<&ObjectiveState>) -> Result<(), LossError> {
+        let Some(state) = saved else {
+            let missing = |name: &str| {
+                Err(StateError(format!(
+                    "the {name} objective keeps state between steps but the checkpoint has none"
+                ))
+                .into())
+            };
+            return match self {
+                Self::Palm { .. } => missing("palm"),
+                Self::NpMix { .. } => missing("npmix"),
+                _ => Ok(()),
+            };
+        };
         let mismatch = |want: &str| {
             StateError(format!(
                 "the checkpoint holds {} state, this config's objective is {want}",

@@ -15,6 +15,7 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use oodforge_core::config::A2dDistance;
 use rand::Rng;
 use rand_distr::{Beta, Distribution};
 
@@ -180,25 +181,12 @@ pub fn neg_normalized_entropy(logits: Tensor<2>) -> Tensor<1> {
     h.mul_scalar(1.0 / log_k).mean().neg()
 }
 
-/// The distance A2D maximises between two heads' distributions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Discrepancy {
-    /// `nn.L1Loss()` (mean over all entries).
-    L1,
-    /// `nn.MSELoss()`.
-    L2,
-    /// `mean_i ||sqrt(clamp(p, 1e-6)) - sqrt(clamp(q, 1e-6))||_2 / sqrt(2)`.
-    Hellinger,
-    /// Upstream's "Wasserstein": `(w(p, q) + w(q, p)) / 2` with `w(x, y) = mean_i min_j ||x_i - y_j||`.
-    Wasserstein,
-}
-
 /// The discrepancy of two `[n, k]` probability batches.
-pub fn discrepancy(p: Tensor<2>, q: Tensor<2>, kind: Discrepancy) -> Tensor<1> {
+pub fn discrepancy(p: Tensor<2>, q: Tensor<2>, kind: A2dDistance) -> Tensor<1> {
     match kind {
-        Discrepancy::L1 => (p - q).abs().mean(),
-        Discrepancy::L2 => (p - q).square().mean(),
-        Discrepancy::Hellinger => {
+        A2dDistance::L1 => (p - q).abs().mean(),
+        A2dDistance::L2 => (p - q).square().mean(),
+        A2dDistance::Hellinger => {
             let [n, _] = p.dims();
             let d = p.clamp_min(1e-6).sqrt() - q.clamp_min(1e-6).sqrt();
             // Upstream divides by `torch.sqrt(torch.tensor(2.0))`, a tensor of the default
@@ -210,7 +198,7 @@ pub fn discrepancy(p: Tensor<2>, q: Tensor<2>, kind: Discrepancy) -> Tensor<1> {
                 .mean()
                 .mul_scalar(1.0 / std::f64::consts::SQRT_2)
         }
-        Discrepancy::Wasserstein => {
+        A2dDistance::Wasserstein => {
             let w = |x: Tensor<2>, y: Tensor<2>| {
                 let [n, k] = x.dims();
                 let [m, _] = y.dims();
@@ -247,7 +235,7 @@ pub fn a2d_loss(
     logits_a: Tensor<2>,
     logits_b: Tensor<2>,
     labels: &[usize],
-    kind: Discrepancy,
+    kind: A2dDistance,
 ) -> Tensor<1> {
     let p = softmax(drop_label_column(logits_a, labels), 1);
     let q = softmax(drop_label_column(logits_b, labels), 1);
@@ -255,6 +243,6 @@ pub fn a2d_loss(
 }
 
 /// A2D on synthesised outliers: `-D(softmax(a), softmax(b))` over all classes.
-pub fn a2d_outlier_loss(logits_a: Tensor<2>, logits_b: Tensor<2>, kind: Discrepancy) -> Tensor<1> {
+pub fn a2d_outlier_loss(logits_a: Tensor<2>, logits_b: Tensor<2>, kind: A2dDistance) -> Tensor<1> {
     discrepancy(softmax(logits_a, 1), softmax(logits_b, 1), kind).neg()
 }

@@ -6,12 +6,12 @@
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
-use oodforge_core::config::MixOp;
-use oodforge_losses::npmix::{self, Discrepancy, FeatureBank, NpMixDraw};
+use oodforge_core::config::{A2dDistance, MixOp};
+use oodforge_losses::npmix::{self, FeatureBank, NpMixDraw};
 use oodforge_losses::palm::{self, PalmParams};
 use oodforge_losses::{aem, energy_oe, mixoe, oe};
 use oodforge_models::{Abmil, MilModel, import::load_mil_weights};
-use oodforge_testutil::{array, assert_close, golden_files, num, write_safetensors};
+use oodforge_testutil::{array, assert_close, golden_files, named_arrays, num, write_safetensors};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -360,13 +360,13 @@ fn palm_matches_the_official_assignment_update_and_losses() {
 }
 
 /// The NP-Mix / A2D fixture's flags as one discrepancy (they flip together in every case).
-fn discrepancy(h: &Value, prefix: &str) -> Discrepancy {
+fn discrepancy(h: &Value, prefix: &str) -> A2dDistance {
     let on = |k: &str| h[format!("{prefix}{k}")].as_bool().unwrap_or(false);
     match (on("l1"), on("l2"), on("hellinger"), on("wasserstein")) {
-        (true, false, false, false) => Discrepancy::L1,
-        (false, true, false, false) => Discrepancy::L2,
-        (false, false, true, false) => Discrepancy::Hellinger,
-        (false, false, false, true) => Discrepancy::Wasserstein,
+        (true, false, false, false) => A2dDistance::L1,
+        (false, true, false, false) => A2dDistance::L2,
+        (false, false, true, false) => A2dDistance::Hellinger,
+        (false, false, false, true) => A2dDistance::Wasserstein,
         other => panic!("unsupported {prefix}* flags {other:?}"),
     }
 }
@@ -603,15 +603,7 @@ fn aem_on_abmil_matches_the_official_loss_and_gradients() {
                 u("n_class"),
                 &dev(),
             ));
-            let tensors: Vec<_> = case["inputs"]["params"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| {
-                    let (s, d) = array(v);
-                    (k.clone(), s, d)
-                })
-                .collect();
+            let tensors = named_arrays(&case["inputs"]["params"]);
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("abmil.safetensors");
             write_safetensors(&path, "F64", &tensors);

@@ -23,19 +23,8 @@ fn weights_dir() -> PathBuf {
 
 /// `{shape, dtype, data}` of the fixtures' JSON layout.
 fn array(v: &Value) -> (Vec<usize>, Vec<f32>) {
-    let shape = v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap() as usize)
-        .collect();
-    let data = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    (shape, data)
+    let (shape, data) = oodforge_testutil::array(v);
+    (shape, data.iter().map(|&x| x as f32).collect())
 }
 
 fn tensor<const D: usize>(v: &Value, device: &Device) -> Tensor<D> {
@@ -492,18 +481,10 @@ fn aem_abmil_reproduces_the_official_forward_pass() {
             dim("n_class"),
             &device,
         ));
-        let tensors: Vec<_> = c["inputs"]["params"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| {
-                let (s, d) = array(v);
-                (k.clone(), s, d)
-            })
-            .collect();
+        let tensors = oodforge_testutil::named_arrays(&c["inputs"]["params"]);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("abmil.safetensors");
-        write_safetensors(&file, &tensors);
+        oodforge_testutil::write_safetensors(&file, "F32", &tensors);
         let report = load_mil_weights(&mut model, &file).unwrap();
         assert_eq!(report.loaded, tensors.len(), "{name}");
         let bag: Tensor<3> = tensor(&c["inputs"]["bag"], &device);

@@ -75,6 +75,18 @@ pub fn array(v: &Value) -> (Vec<usize>, Vec<f64>) {
     (shape, data)
 }
 
+/// An object of named arrays (e.g. a fixture's PyTorch parameters) as `(name, shape, data)`.
+pub fn named_arrays(v: &Value) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("expected an object of arrays, found {v}"))
+        .iter()
+        .map(|(k, a)| {
+            let (shape, data) = array(a);
+            (k.clone(), shape, data)
+        })
+        .collect()
+}
+
 /// `|a - b| <= atol + rtol * |b|`, NaN equal to NaN, same-signed infinities equal.
 pub fn close(a: f64, b: f64, rtol: f64, atol: f64) -> bool {
     if a.is_nan() || b.is_nan() {

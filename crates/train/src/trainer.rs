@@ -206,25 +206,12 @@ fn execute(
         }
         model = checkpoint::load_model(ckpt, model)?;
         optim = checkpoint::load_optim(ckpt, optim)?;
-        match (checkpoint::load_objective(ckpt)?, objective.state()) {
-            (Some(saved), Some(_)) => {
-                objective.restore(&saved).map_err(|e| TrainError::Resume {
-                    path: ckpt.join(checkpoint::OBJECTIVE),
-                    message: e.to_string(),
-                })?;
-            }
-            (None, Some(s)) => {
-                return Err(TrainError::Resume {
-                    path: ckpt.clone(),
-                    message: format!(
-                        "the {} objective keeps state between steps but the checkpoint has no {}",
-                        s.objective,
-                        checkpoint::OBJECTIVE
-                    ),
-                });
-            }
-            _ => {}
-        }
+        objective
+            .restore(checkpoint::load_objective(ckpt)?.as_ref())
+            .map_err(|e| TrainError::Resume {
+                path: ckpt.join(checkpoint::OBJECTIVE),
+                message: e.to_string(),
+            })?;
         (epoch, step) = (state.epoch, state.step);
         info!(checkpoint = %ckpt.display(), epoch, step, "resumed");
         state.normalizer

@@ -635,14 +635,15 @@ impl ObjectiveConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum A2dDistance {
-    /// `nn.L1Loss()`.
+    /// `nn.L1Loss()` (mean over all entries).
     L1,
     /// `nn.MSELoss()`.
     L2,
-    /// Hellinger distance (the README recipe).
+    /// `mean_i ||sqrt(clamp(p, 1e-6)) - sqrt(clamp(q, 1e-6))||_2 / sqrt(2)` (the README recipe).
     #[default]
     Hellinger,
-    /// The code's "Wasserstein": symmetrised mean nearest-row distance.
+    /// The code's "Wasserstein": `(w(p, q) + w(q, p)) / 2` with
+    /// `w(x, y) = mean_i min_j ||x_i - y_j||`.
     Wasserstein,
 }
 
