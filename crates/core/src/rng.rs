@@ -24,6 +24,8 @@ pub enum Purpose {
     Data,
     /// Objective-specific draws (mixing coefficients, boxes, ...).
     Objective,
+    /// Held-out splits drawn from a dataset (the validation slides of feature bags).
+    Split,
 }
 
 impl Purpose {
@@ -36,6 +38,7 @@ impl Purpose {
             Self::AugmentOutlier => b"augment-outlier",
             Self::Data => b"data",
             Self::Objective => b"objective",
+            Self::Split => b"split",
         }
     }
 }

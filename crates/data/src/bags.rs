@@ -7,6 +7,11 @@
 
 use crate::error::DataError;
 use hdf5_reader::{Datatype, Hdf5File};
+use oodforge_core::config::{BagSource, DataSource, SyntheticBagsConfig};
+use oodforge_core::rng::{Purpose, stream};
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_distr::StandardNormal;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -315,4 +320,224 @@ pub fn match_csv(
         out.push(bag);
     }
     Ok(out)
+}
+
+/// The bags of a run, split into training, model-selection and test slides.
+#[derive(Debug, Clone)]
+pub struct BagSplits {
+    /// `camelyon16`, ... or `synthetic_bags`.
+    pub name: String,
+    pub num_classes: usize,
+    /// Instance feature dimension.
+    pub dim: usize,
+    pub train: Vec<Bag>,
+    pub val: Vec<Bag>,
+    pub test: Vec<Bag>,
+}
+
+impl BagSplits {
+    /// SHA-256 over the slide ids, labels and features of one split (for the run manifest).
+    pub fn fingerprint(bags: &[Bag]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for b in bags {
+            h.update(b.slide_id.as_bytes());
+            h.update(b.label.to_le_bytes());
+            for v in &b.feat {
+                h.update(v.to_le_bytes());
+            }
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Open the feature-bag source of a config and split it as AEM's `datasets/datasets.py` does:
+/// - `camelyon16`: slides whose id contains `test` are the test set (the official test slides);
+///   2 classes (normal 0, tumour 1);
+/// - `camelyon17`: hospitals (`center`) 3 and 4 are the test set; 4 classes (CSV label 0-3);
+/// - `bracs`: the CSV's `split_info`; the 7 subtypes grouped into 3 classes
+///   ({0,1,2} -> 0, {3,4} -> 1, {5,6} -> 2).
+///
+/// CAMELYON16/17 hold out `val_fraction` of the remaining slides (rounded up, as sklearn's
+/// `train_test_split(test_size=0.1)`) for model selection. The official split draws from numpy's
+/// RNG with the run seed; ours draws from the run's `Split` stream, so the slides differ from the
+/// official `split_<seed>.json` while the rule is the same.
+pub fn load_splits(b: &BagSource, seed: u64) -> Result<BagSplits, DataError> {
+    let (h5, csv_path) = (Path::new(&b.features), Path::new(&b.labels));
+    let rows = read_label_csv(csv_path)?;
+    let bags = match_csv(h5, read_bags(h5)?, csv_path, &rows)?;
+    let num_classes = match b.dataset.as_str() {
+        "camelyon16" => 2,
+        "camelyon17" => 4,
+        _ => 3,
+    };
+    let (mut trainval, mut val, mut test) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (mut bag, row)) in bags.into_iter().zip(&rows).enumerate() {
+        let line = i + 2;
+        let bad_label = |what: String| DataError::corrupt(csv_path, format!("line {line}"), what);
+        match b.dataset.as_str() {
+            "camelyon16" | "camelyon17" => {
+                if !(0..num_classes as i64).contains(&bag.label) {
+                    return Err(bad_label(format!(
+                        "label {} is out of range for {}, expected 0..={}",
+                        bag.label,
+                        b.dataset,
+                        num_classes - 1
+                    )));
+                }
+                let is_test = if b.dataset == "camelyon16" {
+                    bag.slide_id.contains("test")
+                } else {
+                    let center = row.center.ok_or_else(|| {
+                        DataError::corrupt(
+                            csv_path,
+                            "line 1",
+                            "no `center` column; camelyon17 splits by hospital (center >= 3 is test)",
+                        )
+                    })?;
+                    center >= 3
+                };
+                if is_test {
+                    test.push(bag);
+                } else {
+                    trainval.push(bag);
+                }
+            }
+            _ => {
+                bag.label = match bag.label {
+                    0..=2 => 0,
+                    3 | 4 => 1,
+                    5 | 6 => 2,
+                    other => {
+                        return Err(bad_label(format!(
+                            "BRACS subtype {other} is out of range, expected 0..=6"
+                        )));
+                    }
+                };
+                match row.split.as_deref() {
+                    Some("train") => trainval.push(bag),
+                    Some("val") => val.push(bag),
+                    Some("test") => test.push(bag),
+                    other => {
+                        return Err(DataError::corrupt(
+                            csv_path,
+                            format!("line {line}"),
+                            format!(
+                                "split_info {:?} is not a split, expected train, val or test",
+                                other.unwrap_or("(no split_info column)")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let train = if b.dataset == "bracs" {
+        trainval
+    } else {
+        let n_val = (b.val_fraction * trainval.len() as f64).ceil() as usize;
+        let mut order: Vec<usize> = (0..trainval.len()).collect();
+        order.shuffle(&mut stream(seed, Purpose::Split, 0, 0));
+        let held: std::collections::BTreeSet<usize> = order[..n_val].iter().copied().collect();
+        let mut train = Vec::new();
+        for (i, bag) in trainval.into_iter().enumerate() {
+            if held.contains(&i) {
+                val.push(bag);
+            } else {
+                train.push(bag);
+            }
+        }
+        train
+    };
+    for (split, set) in [("training", &train), ("test", &test)] {
+        if set.is_empty() {
+            return Err(DataError::corrupt(
+                csv_path,
+                "all lines",
+                format!(
+                    "no {split} slide: {} with the {} split rule leaves the {split} set empty",
+                    csv_path.display(),
+                    b.dataset
+                ),
+            ));
+        }
+    }
+    let dim = train[0].dim;
+    Ok(BagSplits {
+        name: b.dataset.clone(),
+        num_classes,
+        dim,
+        train,
+        val,
+        test,
+    })
+}
+
+/// The bags of a feature-bag source (`None` for image sources).
+pub fn load(source: &DataSource, seed: u64) -> Option<Result<BagSplits, DataError>> {
+    match source {
+        DataSource::Bags(b) => Some(load_splits(b, seed)),
+        DataSource::SyntheticBags(s) => Some(Ok(synthetic(s))),
+        _ => None,
+    }
+}
+
+/// The built-in feature-bag set. Class `k > 0` has a unit direction `u_k`; every instance is
+/// standard normal noise, and a class-`k` bag has 10-30% key instances shifted by
+/// `KEY_SHIFT * u_k` (at least one). Class-0 bags hold background only. Bag `i` of split `s`
+/// (0 train, 1 val, 2 test) has label `i % num_classes` and is drawn from its own stream
+/// `rng::stream(data_seed, Data, 1000 + s, i)`.
+pub fn synthetic(config: &SyntheticBagsConfig) -> BagSplits {
+    const KEY_SHIFT: f32 = 2.5;
+    let dim = config.feature_dim;
+    let directions: Vec<Vec<f32>> = (0..config.num_classes)
+        .map(|k| {
+            let mut rng = stream(config.data_seed, Purpose::Data, 999, k as u64);
+            let v: Vec<f32> = (0..dim).map(|_| rng.sample(StandardNormal)).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+            v.into_iter().map(|x| x / norm).collect()
+        })
+        .collect();
+    let split = |s: u64, count: usize, prefix: &str| -> Vec<Bag> {
+        (0..count)
+            .map(|i| {
+                let mut rng = stream(config.data_seed, Purpose::Data, 1000 + s, i as u64);
+                let label = i % config.num_classes;
+                let [lo, hi] = config.instances;
+                let n = rng.random_range(lo..=hi);
+                let keys = if label == 0 {
+                    0
+                } else {
+                    ((rng.random_range(0.1..0.3) * n as f64).round() as usize).max(1)
+                };
+                let mut feat: Vec<f32> = (0..n * dim).map(|_| rng.sample(StandardNormal)).collect();
+                let mut rows: Vec<usize> = (0..n).collect();
+                rows.shuffle(&mut rng);
+                for &r in &rows[..keys] {
+                    for (x, u) in feat[r * dim..(r + 1) * dim]
+                        .iter_mut()
+                        .zip(&directions[label])
+                    {
+                        *x += KEY_SHIFT * u;
+                    }
+                }
+                Bag {
+                    slide_id: format!("{prefix}_{i:04}"),
+                    label: label as i64,
+                    n,
+                    dim,
+                    feat,
+                    coords: (0..n as i64).map(|r| [r, 0]).collect(),
+                }
+            })
+            .collect()
+    };
+    BagSplits {
+        name: "synthetic_bags".into(),
+        num_classes: config.num_classes,
+        dim,
+        train: split(0, config.train_bags, "train"),
+        val: split(1, config.val_bags, "val"),
+        test: split(2, config.test_bags, "test"),
+    }
 }

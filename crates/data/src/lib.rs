@@ -44,6 +44,11 @@ impl Datasets {
     /// Open every set of the config. Files are checked and headers parsed here; image files
     /// of lists and folders are decoded when batches are built.
     pub fn load(config: &DataConfig) -> Result<Self, DataError> {
+        if config.source.is_bags() {
+            return Err(DataError::Config(
+                "this config's data are feature bags (kind = \"bags\" / \"synthetic_bags\"): `train` trains and evaluates them in its MIL loop (test accuracy, AUROC and F1 in the run's results.json); the image evaluation does not apply".into(),
+            ));
+        }
         if let DataSource::Synthetic(s) = &config.source {
             let b = synthetic::benchmark(s);
             return Ok(Self {

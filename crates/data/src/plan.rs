@@ -81,10 +81,11 @@ fn join(root: &str, rel: &str) -> String {
     }
 }
 
-/// The plan of a data source; `None` for the synthetic source (nothing on disk).
+/// The plan of an image source; `None` for the synthetic source (nothing on disk) and for
+/// feature bags (`bags::load` reads and splits them).
 pub fn plan(source: &DataSource) -> Result<Option<Plan>, DataError> {
     Ok(match source {
-        DataSource::Synthetic(_) => None,
+        DataSource::Synthetic(_) | DataSource::Bags(_) | DataSource::SyntheticBags(_) => None,
         DataSource::OpenOod {
             benchmark,
             root,

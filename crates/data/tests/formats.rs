@@ -541,3 +541,189 @@ fn mixoe_lists_keep_one_space_inside_paths() {
         "{e}"
     );
 }
+
+/// AEM's split rules over the h5py-written file: CAMELYON16 by slide name, CAMELYON17 by
+/// hospital, BRACS by `split_info` with its 7 -> 3 class grouping.
+#[test]
+fn bag_splits_follow_each_datasets_rule() {
+    use oodforge_core::config::BagSource;
+    let tmp = tempfile::tempdir().unwrap();
+    let source = |dataset: &str, csv: &std::path::Path| BagSource {
+        dataset: dataset.into(),
+        features: fixture("bags.h5").display().to_string(),
+        labels: csv.display().to_string(),
+        val_fraction: 0.1,
+    };
+    let ids = |b: &[bags::Bag]| b.iter().map(|b| b.slide_id.clone()).collect::<Vec<_>>();
+
+    // CAMELYON16: `test_003` is the test slide; ceil(0.1 * 2) = 1 of the other two validates.
+    let s = bags::load_splits(&source("camelyon16", &fixture("camelyon16.csv")), 4).unwrap();
+    assert_eq!((s.num_classes, s.dim), (2, 6));
+    assert_eq!(ids(&s.test), ["test_003"]);
+    assert_eq!((s.train.len(), s.val.len()), (1, 1));
+    let mut rest = [ids(&s.train), ids(&s.val)].concat();
+    rest.sort();
+    assert_eq!(rest, ["normal_001", "tumor_002"]);
+    // The held-out slide depends on the seed only: the same seed, the same split.
+    let again = bags::load_splits(&source("camelyon16", &fixture("camelyon16.csv")), 4).unwrap();
+    assert_eq!(ids(&again.val), ids(&s.val));
+    let held: std::collections::BTreeSet<_> = (0..16)
+        .map(|seed| {
+            ids(
+                &bags::load_splits(&source("camelyon16", &fixture("camelyon16.csv")), seed)
+                    .unwrap()
+                    .val,
+            )
+        })
+        .collect();
+    assert_eq!(
+        held.len(),
+        2,
+        "both slides are drawn for some seed: {held:?}"
+    );
+
+    // CAMELYON17: hospitals 3 and 4 are the test set.
+    let c17 = tmp.path().join("camelyon17.csv");
+    std::fs::write(
+        &c17,
+        ",slide_id,label,center\n0,normal_001,0,0\n1,tumor_002,1,3\n2,test_003,1,1\n",
+    )
+    .unwrap();
+    let s = bags::load_splits(&source("camelyon17", &c17), 0).unwrap();
+    assert_eq!(s.num_classes, 4);
+    assert_eq!(ids(&s.test), ["tumor_002"]);
+    std::fs::write(&c17, "case_id,slide_id,label\np,normal_001,0\n").unwrap();
+    let e = bags::load_splits(&source("camelyon17", &c17), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("camelyon17.csv") && e.contains("no `center` column"),
+        "{e}"
+    );
+
+    // BRACS: the CSV's split, subtypes grouped (the file's labels 0 and 1 are both class 0).
+    let bracs = tmp.path().join("bracs.csv");
+    std::fs::write(
+        &bracs,
+        ",case_id,slide_id,split_info,full_path,label\n0,a,normal_001,train,x,0\n1,b,tumor_002,val,y,1\n2,c,test_003,test,z,1\n",
+    )
+    .unwrap();
+    let s = bags::load_splits(&source("bracs", &bracs), 0).unwrap();
+    assert_eq!(s.num_classes, 3);
+    assert_eq!(
+        (ids(&s.train), ids(&s.val), ids(&s.test)),
+        (
+            vec!["normal_001".into()],
+            vec!["tumor_002".into()],
+            vec!["test_003".into()]
+        )
+    );
+    assert!(
+        s.train
+            .iter()
+            .chain(&s.val)
+            .chain(&s.test)
+            .all(|b| b.label == 0)
+    );
+    std::fs::write(
+        &bracs,
+        ",case_id,slide_id,split_info,full_path,label\n0,a,normal_001,training,x,0\n",
+    )
+    .unwrap();
+    let e = bags::load_splits(&source("bracs", &bracs), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 2") && e.contains("\"training\" is not a split"),
+        "{e}"
+    );
+
+    // A CAMELYON16 CSV without test slides leaves the test set empty: an error, not a crash.
+    let c16 = tmp.path().join("c16.csv");
+    std::fs::write(
+        &c16,
+        "case_id,slide_id,label\np,normal_001,0\nq,tumor_002,1\n",
+    )
+    .unwrap();
+    let e = bags::load_splits(&source("camelyon16", &c16), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no test slide"), "{e}");
+}
+
+/// The built-in bags: deterministic in `data_seed`, balanced labels, bag sizes in range, and
+/// key instances only in bags of classes > 0.
+#[test]
+fn synthetic_bags_are_deterministic_and_carry_key_instances() {
+    let cfg = oodforge_core::config::SyntheticBagsConfig {
+        num_classes: 3,
+        train_bags: 30,
+        val_bags: 6,
+        test_bags: 9,
+        feature_dim: 16,
+        instances: [10, 20],
+        data_seed: 7,
+    };
+    let a = bags::synthetic(&cfg);
+    let b = bags::synthetic(&cfg);
+    assert_eq!(a.train, b.train);
+    assert_eq!((a.train.len(), a.val.len(), a.test.len()), (30, 6, 9));
+    let other = bags::synthetic(&oodforge_core::config::SyntheticBagsConfig {
+        data_seed: 8,
+        ..cfg.clone()
+    });
+    assert_ne!(a.train[0].feat, other.train[0].feat);
+    for (i, bag) in a.train.iter().enumerate() {
+        assert_eq!(bag.label, (i % 3) as i64);
+        assert!((10..=20).contains(&bag.n) && bag.feat.len() == bag.n * 16);
+    }
+    // The key direction of class k, estimated as the difference of the mean instance of class-k
+    // and class-0 bags; a class-k bag's best instance projects far along it (a key instance sits
+    // 2.5 out), a class-0 bag's only as far as the largest of its normal draws.
+    let mean_instance = |label: i64| {
+        let mut m = vec![0f64; 16];
+        let mut n = 0;
+        for b in a.train.iter().filter(|b| b.label == label) {
+            for r in b.feat.chunks(16) {
+                m.iter_mut().zip(r).for_each(|(m, x)| *m += f64::from(*x));
+                n += 1;
+            }
+        }
+        m.into_iter().map(|v| v / n as f64).collect::<Vec<_>>()
+    };
+    let m0 = mean_instance(0);
+    for k in [1, 2] {
+        let d: Vec<f64> = mean_instance(k)
+            .iter()
+            .zip(&m0)
+            .map(|(a, b)| a - b)
+            .collect();
+        let norm = d.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let best = |label: i64| {
+            let v: Vec<f64> = a
+                .train
+                .iter()
+                .filter(|b| b.label == label)
+                .map(|b| {
+                    b.feat
+                        .chunks(16)
+                        .map(|r| {
+                            r.iter()
+                                .zip(&d)
+                                .map(|(x, d)| f64::from(*x) * d)
+                                .sum::<f64>()
+                                / norm
+                        })
+                        .fold(f64::NEG_INFINITY, f64::max)
+                })
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        assert!(
+            best(k) > best(0) + 0.8,
+            "class {k}: {} vs {}",
+            best(k),
+            best(0)
+        );
+    }
+}

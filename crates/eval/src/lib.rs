@@ -1,10 +1,12 @@
 //! oodforge evaluation: OOD scores over cached network outputs and OpenOOD v1.5 metrics, in
 //! plain Rust on the CPU (DESIGN §3: run the network once, score many times).
 
+pub mod classification;
 pub mod metrics;
 pub mod postprocess;
 pub mod report;
 
+pub use classification::ClassificationMetrics;
 pub use metrics::{OodMetrics, ood_metrics};
 pub use oodforge_core::Group;
 pub use postprocess::Logits;

@@ -98,6 +98,10 @@ impl Classifier {
     /// Build the network of a config for `image_size` x `image_size` inputs. Parameters are drawn
     /// from the device's RNG; seed it first. (Initial weights named by `model.weights` are
     /// loaded separately, by [`load_weights`].)
+    ///
+    /// # Panics
+    /// For the attention-MIL backbones (`abmil`, `mil_mha`), which [`MilModel::new`] builds;
+    /// config validation never lets them reach an image classifier.
     pub fn new(
         config: &ModelConfig,
         num_classes: usize,
@@ -172,6 +176,11 @@ impl Classifier {
                 num_classes,
                 device,
             )),
+            // Config validation pairs these with feature-bag sources, which the MIL loop trains
+            // with `MilModel`; no validated config reaches this arm.
+            Backbone_::Abmil { .. } | Backbone_::MilMha { .. } => {
+                panic!("attention-MIL aggregators are built by MilModel::new, not Classifier::new")
+            }
         };
         let mut model = Self::from_backbone(backbone, config.projection.as_ref(), device);
         if config.prediction_heads == 2 {

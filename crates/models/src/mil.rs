@@ -13,6 +13,7 @@ use burn::nn::{
 };
 use burn::tensor::activation::{relu, sigmoid, softmax, tanh};
 use burn::tensor::{Device, Tensor};
+use oodforge_core::config::{Backbone, ModelConfig};
 
 /// `network.py::DimReduction` (with `numLayer_Res = 0`, the default): Linear(no bias) + ReLU.
 #[derive(Module, Debug)]
@@ -202,6 +203,32 @@ pub enum MilModel {
 }
 
 impl MilModel {
+    /// The aggregator of a config for `d_feat`-dimensional instances, or `None` when the
+    /// backbone is an image network. Parameters are drawn from the device's RNG; seed it first.
+    pub fn new(
+        config: &ModelConfig,
+        d_feat: usize,
+        n_class: usize,
+        device: &Device,
+    ) -> Option<Self> {
+        match &config.backbone {
+            Backbone::Abmil {
+                d_inner,
+                d_attention,
+            } => Some(Self::Abmil(Abmil::new(
+                d_feat,
+                *d_inner,
+                *d_attention,
+                n_class,
+                device,
+            ))),
+            Backbone::MilMha { d_inner } => {
+                Some(Self::Mha(MhaMil::new(d_feat, *d_inner, n_class, device)))
+            }
+            _ => None,
+        }
+    }
+
     pub fn forward(&self, bag: Tensor<2>) -> MilOutput {
         match self {
             Self::Abmil(m) => m.forward(bag),

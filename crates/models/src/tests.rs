@@ -253,6 +253,8 @@ fn variants() -> Vec<(Backbone_, usize)> {
             | Backbone_::Vit { .. } => {}
             // The presets are `Vit` with fixed shapes (counted in the parameter test).
             Backbone_::VitTiny { .. } | Backbone_::VitSmall { .. } => {}
+            // Not image networks: `mil_aggregators_from_config` covers them.
+            Backbone_::Abmil { .. } | Backbone_::MilMha { .. } => {}
         }
     }
     all
@@ -356,4 +358,36 @@ fn mil_aggregators_give_bag_logits_attention_and_gradients() {
         let grads = (out.logits.sum() + out.attention.sum()).backward();
         assert_all_gradients(&m, &grads, &format!("{heads} heads"));
     }
+}
+
+#[test]
+fn mil_aggregators_from_config() {
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let bag = Tensor::<2>::random([7, 12], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    for (backbone, heads) in [
+        (
+            Backbone_::Abmil {
+                d_inner: 16,
+                d_attention: 8,
+            },
+            1,
+        ),
+        (Backbone_::MilMha { d_inner: 16 }, 8),
+    ] {
+        let m = MilModel::new(&ModelConfig::from(backbone.clone()), 12, 3, &device)
+            .expect("a MIL backbone");
+        let out = m.forward(bag.clone());
+        assert_eq!(out.logits.dims(), [1, 3], "{backbone:?}");
+        assert_eq!(out.attention.dims(), [heads, 7], "{backbone:?}");
+        assert_eq!(out.features.dims(), [1, 16], "{backbone:?}");
+        let grads = out.logits.sum().backward();
+        let g = bag.grad(&grads).expect("gradient reaches the instances");
+        assert!(g.abs().sum().into_scalar::<f32>() > 0.0, "{backbone:?}");
+    }
+    let image = ModelConfig::from(Backbone_::ResNet10 {
+        width: 8,
+        stem: Default::default(),
+    });
+    assert!(MilModel::new(&image, 12, 3, &device).is_none());
 }

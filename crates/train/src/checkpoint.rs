@@ -12,7 +12,6 @@ use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use oodforge_data::Normalizer;
 use oodforge_losses::ObjectiveState;
-use oodforge_models::Classifier;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
@@ -85,9 +84,9 @@ pub fn checkpoint_name(epoch: usize) -> String {
 }
 
 /// Save a checkpoint for `state.epoch` under `dir`; returns its folder.
-pub fn save(
+pub fn save<M: Module>(
     dir: &Path,
-    model: &Classifier,
+    model: &M,
     optim: &ModuleOptimizer,
     state: &TrainState,
     objective: Option<&ObjectiveState>,
@@ -183,7 +182,7 @@ pub fn load_state(ckpt: &Path) -> Result<TrainState, CheckpointError> {
 }
 
 /// Load the model tensors of a checkpoint into `model` (whose shapes come from the config).
-pub fn load_model(ckpt: &Path, model: Classifier) -> Result<Classifier, CheckpointError> {
+pub fn load_model<M: Module>(ckpt: &Path, model: M) -> Result<M, CheckpointError> {
     let path = ckpt.join("model.bpk");
     let err = |e: burn::store::RecordError| CheckpointError::Record {
         path: path.clone(),

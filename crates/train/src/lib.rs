@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod evaluate;
+pub mod mil;
 pub mod run;
 pub mod schedule;
 pub mod trainer;

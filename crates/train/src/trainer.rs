@@ -10,7 +10,7 @@ use crate::schedule::Schedule;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, OptimConfig, ResolvedConfig};
 use oodforge_core::rng::{Purpose, derived_seed, stream};
@@ -47,7 +47,10 @@ pub struct TrainOutcome {
     pub run_dir: PathBuf,
     /// All configured epochs are done.
     pub finished: bool,
+    /// Image runs: the OOD evaluation (when `eval.after_training`).
     pub results: Option<Results>,
+    /// Feature-bag runs: the selected epoch's slide-classification metrics.
+    pub mil_results: Option<crate::mil::MilResults>,
 }
 
 /// Start a new run.
@@ -106,7 +109,8 @@ fn refuse_existing_run(dir: &Path) -> Result<(), TrainError> {
     Ok(())
 }
 
-fn sgd(config: &OptimConfig) -> ModuleOptimizer {
+/// The optimiser of a config.
+pub fn optimizer(config: &OptimConfig) -> ModuleOptimizer {
     match config {
         // torch.optim.SGD semantics: no dampening; decay added to the gradient before momentum.
         OptimConfig::Sgd {
@@ -123,6 +127,20 @@ fn sgd(config: &OptimConfig) -> ModuleOptimizer {
             .with_weight_decay((*weight_decay > 0.0).then_some(WeightDecayConfig {
                 penalty: *weight_decay as f32,
             }))
+            .init(),
+        // torch.optim.AdamW semantics (burn's AdamW decays `p * (1 - lr * wd)` before the
+        // bias-corrected Adam step, eps outside the square root); burn's own defaults
+        // (eps 1e-5, decay 1e-4) are not PyTorch's, so every value is set from the config.
+        OptimConfig::AdamW {
+            betas,
+            epsilon,
+            weight_decay,
+            ..
+        } => AdamWConfig::new()
+            .with_beta_1(betas[0] as f32)
+            .with_beta_2(betas[1] as f32)
+            .with_epsilon(*epsilon as f32)
+            .with_weight_decay(*weight_decay as f32)
             .init(),
     }
 }
@@ -163,6 +181,9 @@ fn execute(
     if !selected.reason.is_empty() {
         info!("backend auto: {}", selected.reason);
     }
+    if cfg.data.source.is_bags() {
+        return crate::mil::execute(resolved, dir, resume_from, opts, selected);
+    }
 
     let data = Datasets::load(&cfg.data)?;
     let device = selected.device.clone().autodiff();
@@ -179,7 +200,7 @@ fn execute(
             "initial weights loaded"
         );
     }
-    let mut optim = sgd(&cfg.optim);
+    let mut optim = optimizer(&cfg.optim);
     // PALM's initial prototypes are drawn here, so a run's prototypes depend only on its seed.
     let mut objective = Objective::new(
         &cfg.objective,
@@ -411,14 +432,15 @@ fn execute(
         run_dir: dir.to_path_buf(),
         finished,
         results,
+        mil_results: None,
     })
 }
 
-fn scalar(t: Tensor<1>) -> f32 {
+pub(crate) fn scalar(t: Tensor<1>) -> f32 {
     t.into_data().try_to_vec::<f32>().expect("a float scalar")[0]
 }
 
-fn progress_bar(
+pub(crate) fn progress_bar(
     enabled: bool,
     steps: usize,
     epoch: usize,

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use oodforge_cli::{init_logging, report};
 use oodforge_core::config;
+use oodforge_data::bags;
 use oodforge_data::check::{Status, check_plan, render};
 use oodforge_data::plan::{self, Plan};
 use std::path::PathBuf;
@@ -60,10 +61,27 @@ fn main() -> ExitCode {
         outliers,
         root,
     } = args.command;
+    let mut bags_read = false;
     let plan: Result<Option<Plan>, Box<dyn std::error::Error>> = (|| {
         if let Some(path) = cfg_path {
             let resolved = config::load(&path, &set)?;
-            return Ok(plan::plan(&resolved.config.data.source)?);
+            let c = &resolved.config;
+            if let Some(splits) = bags::load(&c.data.source, c.seed) {
+                let s = splits?;
+                println!(
+                    "{}: {} classes, {}-d instance features; slides: {} train, {} validation, {} test (split of seed {})",
+                    s.name,
+                    s.num_classes,
+                    s.dim,
+                    s.train.len(),
+                    s.val.len(),
+                    s.test.len(),
+                    c.seed
+                );
+                bags_read = true;
+                return Ok(None);
+            }
+            return Ok(plan::plan(&c.data.source)?);
         }
         if let Some(b) = openood {
             return Ok(Some(plan::openood(&b, &root, outliers)?));
@@ -77,7 +95,9 @@ fn main() -> ExitCode {
     let plan = match plan {
         Ok(Some(p)) => p,
         Ok(None) => {
-            println!("the synthetic source is generated in memory: nothing to check");
+            if !bags_read {
+                println!("the synthetic source is generated in memory: nothing to check");
+            }
             return ExitCode::SUCCESS;
         }
         Err(e) => return report(e.as_ref()),

@@ -85,6 +85,8 @@ fn main() -> ExitCode {
             if let Some(results) = &outcome.results {
                 let title = outcome.run_dir.display().to_string();
                 println!("{}", results.to_markdown(&title));
+            } else if let Some(results) = &outcome.mil_results {
+                println!("{}", results.to_markdown());
             } else if !outcome.finished {
                 eprintln!(
                     "stopped early; continue with: train --resume {}",

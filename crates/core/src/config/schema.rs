@@ -237,6 +237,64 @@ pub enum DataSource {
     /// A user's own data: every split declared by format and path.
     #[serde(rename = "custom")]
     Custom(CustomSource),
+    /// Attention-MIL feature bags as AEM stores them (METHODS §7.4, §9.10): one HDF5 file of
+    /// per-slide patch features and the dataset's label CSV. Trained by the MIL loop (one bag per
+    /// step) with an `abmil` or `mil_mha` model.
+    #[serde(rename = "bags")]
+    Bags(BagSource),
+    /// The built-in, file-free feature-bag set (`oodforge_data::bags::synthetic`): class-0 bags
+    /// hold only background instances, a class-k bag also a few key instances of class k, as a
+    /// tumour slide holds some tumour patches among normal tissue.
+    #[serde(rename = "synthetic_bags")]
+    SyntheticBags(SyntheticBagsConfig),
+}
+
+impl DataSource {
+    /// Sources of feature bags (trained by the MIL loop) rather than images.
+    pub fn is_bags(&self) -> bool {
+        matches!(self, Self::Bags(_) | Self::SyntheticBags(_))
+    }
+}
+
+/// `kind = "bags"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BagSource {
+    /// `camelyon16`, `camelyon17` or `bracs`: picks the split rule and the label mapping of
+    /// AEM's `datasets/datasets.py`.
+    pub dataset: String,
+    /// The feature file, `patch_feats_pretrain_<extractor>.h5`.
+    pub features: String,
+    /// The dataset's label CSV (`dataset_csv/<dataset>.csv` of the AEM repository).
+    pub labels: String,
+    /// Fraction of the non-test slides held out for model selection (AEM:
+    /// `train_test_split(test_size=0.1)`; BRACS uses its CSV's `split_info` instead).
+    #[serde(default = "defaults::val_fraction")]
+    pub val_fraction: f64,
+}
+
+/// `kind = "synthetic_bags"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticBagsConfig {
+    /// Classes; class 0 is the "normal" class whose bags hold no key instance. 2..=8.
+    #[serde(default = "defaults::bag_classes")]
+    pub num_classes: usize,
+    #[serde(default = "defaults::train_bags")]
+    pub train_bags: usize,
+    #[serde(default = "defaults::eval_bags")]
+    pub val_bags: usize,
+    #[serde(default = "defaults::eval_bags")]
+    pub test_bags: usize,
+    /// Instance feature dimension.
+    #[serde(default = "defaults::bag_feature_dim")]
+    pub feature_dim: usize,
+    /// Instances per bag, drawn uniformly from `[min, max]`.
+    #[serde(default = "defaults::bag_instances")]
+    pub instances: [usize; 2],
+    /// Seed of the data itself (fixed across training seeds).
+    #[serde(default)]
+    pub data_seed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -476,9 +534,34 @@ pub enum Backbone {
         #[serde(default)]
         mlp_dim: Option<usize>,
     },
+    /// Gated-attention ABMIL over feature bags (Ilse et al. 2018; AEM `--arch abmil`,
+    /// `architecture/transformer.py::ABMIL`). Needs a feature-bag data source.
+    #[serde(rename = "abmil")]
+    Abmil {
+        /// `DimReduction` output size (AEM: 128 for `medical_ssl` 384-d features, 256 for
+        /// 512-d ones).
+        #[serde(default = "defaults::mil_inner")]
+        d_inner: usize,
+        /// Hidden size of the gated attention (`D = 128` in the official code).
+        #[serde(default = "defaults::mil_attention")]
+        d_attention: usize,
+    },
+    /// AEM's default aggregator (`--arch mha`, `transformer.py::MHA`): one learnable query,
+    /// 8 heads, out-projection, dropout 0.1, LayerNorm. Needs a feature-bag data source.
+    #[serde(rename = "mil_mha")]
+    MilMha {
+        /// `DimReduction` output size; a multiple of the 8 heads.
+        #[serde(default = "defaults::mil_inner")]
+        d_inner: usize,
+    },
 }
 
 impl Backbone {
+    /// Attention-MIL aggregators over feature bags (not image networks).
+    pub fn is_mil(&self) -> bool {
+        matches!(self, Self::Abmil { .. } | Self::MilMha { .. })
+    }
+
     /// The ViT patch size for an image size when the config leaves it out.
     pub fn default_patch_size(image_size: usize) -> usize {
         if image_size <= 64 { 4 } else { 16 }
@@ -598,8 +681,9 @@ pub enum ObjectiveConfig {
     },
     /// AEM (Zhang et al. 2024, `main.py::train_one_epoch`): CE + `attention_entropy_weight` x
     /// sum softmax(a) log softmax(a) of the pre-softmax attention a, i.e. CE minus the weighted
-    /// attention entropy. For a ViT, a is the last block's CLS-query attention, averaged over
-    /// heads and images (our adaptation; the paper's aggregators are attention-MIL).
+    /// attention entropy. With an attention-MIL model (`abmil`, `mil_mha`) on feature bags this is
+    /// the paper's setting (the 8-head sum divided by 8). For a ViT, a is the last block's
+    /// CLS-query attention, averaged over heads and images (our adaptation).
     #[serde(rename = "aem")]
     Aem {
         /// `--lamda` (README AEM command: 0.1; 0 is the baseline).
@@ -681,6 +765,20 @@ pub enum OptimConfig {
         #[serde(default = "defaults::weight_decay")]
         weight_decay: f64,
     },
+    /// AdamW as PyTorch's `torch.optim.AdamW` (decoupled decay `p -= lr * weight_decay * p`,
+    /// bias-corrected moments, `eps` added to the root of the second moment). The defaults are
+    /// PyTorch's; AEM uses lr 1e-4, weight decay 1e-5 (its configs set them).
+    #[serde(rename = "adamw")]
+    AdamW {
+        #[serde(default = "defaults::adamw_lr")]
+        lr: f64,
+        #[serde(default = "defaults::adamw_betas")]
+        betas: [f64; 2],
+        #[serde(default = "defaults::adamw_epsilon")]
+        epsilon: f64,
+        #[serde(default = "defaults::adamw_weight_decay")]
+        weight_decay: f64,
+    },
 }
 
 impl Default for OptimConfig {
@@ -697,7 +795,7 @@ impl Default for OptimConfig {
 impl OptimConfig {
     pub fn base_lr(&self) -> f64 {
         match self {
-            Self::Sgd { lr, .. } => *lr,
+            Self::Sgd { lr, .. } | Self::AdamW { lr, .. } => *lr,
         }
     }
 }
@@ -925,6 +1023,42 @@ pub(crate) mod defaults {
     }
     pub fn aem_weight() -> f64 {
         0.1
+    }
+    pub fn val_fraction() -> f64 {
+        0.1
+    }
+    pub fn bag_classes() -> usize {
+        2
+    }
+    pub fn train_bags() -> usize {
+        120
+    }
+    pub fn eval_bags() -> usize {
+        40
+    }
+    pub fn bag_feature_dim() -> usize {
+        32
+    }
+    pub fn bag_instances() -> [usize; 2] {
+        [16, 48]
+    }
+    pub fn mil_inner() -> usize {
+        128
+    }
+    pub fn mil_attention() -> usize {
+        128
+    }
+    pub fn adamw_lr() -> f64 {
+        1e-3
+    }
+    pub fn adamw_betas() -> [f64; 2] {
+        [0.9, 0.999]
+    }
+    pub fn adamw_epsilon() -> f64 {
+        1e-8
+    }
+    pub fn adamw_weight_decay() -> f64 {
+        1e-2
     }
     pub fn one() -> usize {
         1

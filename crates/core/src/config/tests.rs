@@ -469,7 +469,107 @@ fn objectives_take_named_hyperparameters_and_say_what_they_need() {
     );
     load(&p, &["model.prediction_heads=2".into()]).unwrap();
     let e = err(dir.path(), &with("name = \"aem\""));
-    assert!(e.contains("needs a ViT backbone"), "{e}");
+    assert!(
+        e.contains("attention-MIL model on feature bags") && e.contains("ViT backbone"),
+        "{e}"
+    );
+}
+
+const BAGS: &str = r#"
+[data]
+batch_size = 1
+[data.source]
+kind = "synthetic_bags"
+
+[model]
+backbone = "abmil"
+
+[objective]
+name = "aem"
+
+[optim]
+name = "adamw"
+
+[train]
+epochs = 2
+"#;
+
+#[test]
+fn feature_bags_pair_with_mil_models_adamw_and_one_bag_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "bags.toml", BAGS);
+    let r = load(&p, &[]).unwrap();
+    // Defaults: AEM's ABMIL sizes, PyTorch's AdamW.
+    assert_eq!(
+        r.config.model.backbone,
+        Backbone::Abmil {
+            d_inner: 128,
+            d_attention: 128
+        }
+    );
+    assert_eq!(
+        r.config.optim,
+        OptimConfig::AdamW {
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            epsilon: 1e-8,
+            weight_decay: 1e-2
+        }
+    );
+    let DataSource::SyntheticBags(s) = &r.config.data.source else {
+        panic!()
+    };
+    assert_eq!((s.num_classes, s.instances), (2, [16, 48]));
+    // Switching to the MHA aggregator drops ABMIL's d_attention (variant replaces the table).
+    let r = load(&p, &["model.backbone=\"mil_mha\"".into()]).unwrap();
+    assert_eq!(r.config.model.backbone, Backbone::MilMha { d_inner: 128 });
+
+    let bad = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        load(&p, &sets).unwrap_err().to_string()
+    };
+    let e = bad(&["data.batch_size=8"]);
+    assert!(
+        e.contains("data.batch_size") && e.contains("one bag (slide) per step"),
+        "{e}"
+    );
+    let e = bad(&["model={backbone=\"resnet10\"}"]);
+    assert!(
+        e.contains("feature bags need an attention-MIL model"),
+        "{e}"
+    );
+    let e = bad(&["objective={name=\"oe\"}"]);
+    assert!(e.contains("oe is not available for feature bags"), "{e}");
+    let e = bad(&["model={backbone=\"mil_mha\", d_inner=100}"]);
+    assert!(
+        e.contains("model.d_inner") && e.contains("multiple of the 8 heads"),
+        "{e}"
+    );
+    let e = bad(&["optim.betas=[0.9, 1.0]"]);
+    assert!(e.contains("optim.betas"), "{e}");
+    let e = bad(&["data.source.instances=[10, 4]"]);
+    assert!(e.contains("data.source.instances"), "{e}");
+    let e = bad(&[
+        "data.source={kind=\"bags\", dataset=\"tcga\", features=\"f.h5\", labels=\"l.csv\"}",
+    ]);
+    assert!(
+        e.contains("unknown bag dataset `tcga`") && e.contains("camelyon17"),
+        "{e}"
+    );
+    let e = bad(&["model.projection={hidden=8, dim=4}"]);
+    assert!(e.contains("image-classifier options"), "{e}");
+    // An image source with a MIL model.
+    let e = err(
+        dir.path(),
+        &MINIMAL.replace("backbone = \"resnet10\"\nwidth = 8", "backbone = \"abmil\""),
+    );
+    assert!(
+        e.contains("abmil and mil_mha aggregate feature bags"),
+        "{e}"
+    );
+    // A typo in the bag source is an error, not ignored.
+    let e = bad(&["data.source.val_fracton=0.2"]);
+    assert!(e.contains("val_fracton"), "{e}");
 }
 
 #[test]

@@ -270,6 +270,106 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                 }
             }
         }
+        DataSource::Bags(b) => {
+            const SETS: [&str; 3] = ["camelyon16", "camelyon17", "bracs"];
+            if !SETS.contains(&b.dataset.as_str()) {
+                bad(
+                    "data.source.dataset",
+                    format!(
+                        "unknown bag dataset `{}`, expected one of {}",
+                        b.dataset,
+                        SETS.join(", ")
+                    ),
+                );
+            }
+            for (key, v) in [
+                ("data.source.features", &b.features),
+                ("data.source.labels", &b.labels),
+            ] {
+                if v.trim().is_empty() {
+                    bad(key, "an empty path is not allowed".into());
+                }
+            }
+            if !(b.val_fraction > 0.0 && b.val_fraction < 1.0) {
+                bad(
+                    "data.source.val_fraction",
+                    format!(
+                        "{} is out of range, expected 0 < val_fraction < 1",
+                        b.val_fraction
+                    ),
+                );
+            }
+        }
+        DataSource::SyntheticBags(s) => {
+            if !(2..=8).contains(&s.num_classes) {
+                bad(
+                    "data.source.num_classes",
+                    format!("{} is out of range, expected 2..=8", s.num_classes),
+                );
+            }
+            for (key, v) in [
+                ("data.source.train_bags", s.train_bags),
+                ("data.source.val_bags", s.val_bags),
+                ("data.source.test_bags", s.test_bags),
+                ("data.source.feature_dim", s.feature_dim),
+            ] {
+                if v == 0 {
+                    bad(key, "0 is not allowed, expected an integer >= 1".into());
+                }
+            }
+            let [lo, hi] = s.instances;
+            if lo < 2 || lo > hi {
+                bad(
+                    "data.source.instances",
+                    format!(
+                        "{:?} is not allowed, expected [min, max] with 2 <= min <= max",
+                        s.instances
+                    ),
+                );
+            }
+        }
+    }
+    // Feature bags and images go through different networks and loops.
+    if d.source.is_bags() != c.model.backbone.is_mil() {
+        let msg = if d.source.is_bags() {
+            "feature bags need an attention-MIL model: expected backbone = \"abmil\" or \"mil_mha\""
+        } else {
+            "abmil and mil_mha aggregate feature bags: they need data.source.kind = \"bags\" or \"synthetic_bags\""
+        };
+        bad("model.backbone", msg.into());
+    }
+    if d.source.is_bags() {
+        // AEM `config/*.yml` `B: 1`: a bag is one slide of any number of patches.
+        if d.batch_size != 1 {
+            bad(
+                "data.batch_size",
+                format!(
+                    "{} is not allowed with feature bags, which train one bag (slide) per step as AEM does: expected 1",
+                    d.batch_size
+                ),
+            );
+        }
+        if c.model.projection.is_some()
+            || c.model.prediction_heads != 1
+            || c.model.weights.is_some()
+        {
+            bad(
+                "model",
+                "projection, prediction_heads and weights are image-classifier options; an attention-MIL model takes none of them".into(),
+            );
+        }
+        if !matches!(
+            c.objective,
+            ObjectiveConfig::Ce {} | ObjectiveConfig::Aem { .. }
+        ) {
+            bad(
+                "objective.name",
+                format!(
+                    "{} is not available for feature bags, expected ce or aem",
+                    c.objective.name()
+                ),
+            );
+        }
     }
 
     match &c.model.backbone {
@@ -344,6 +444,29 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                 );
             }
         }
+        Backbone::Abmil {
+            d_inner,
+            d_attention,
+        } => {
+            for (key, v) in [
+                ("model.d_inner", d_inner),
+                ("model.d_attention", d_attention),
+            ] {
+                if *v == 0 {
+                    bad(key, "0 is not allowed, expected an integer >= 1".into());
+                }
+            }
+        }
+        Backbone::MilMha { d_inner } => {
+            if *d_inner == 0 || d_inner % 8 != 0 {
+                bad(
+                    "model.d_inner",
+                    format!(
+                        "{d_inner} is not allowed, expected a positive multiple of the 8 heads"
+                    ),
+                );
+            }
+        }
     }
     if let Some(p) = &c.model.projection {
         for (key, v) in [
@@ -387,6 +510,37 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                 bad(
                     "optim.nesterov",
                     "Nesterov momentum needs momentum > 0".into(),
+                );
+            }
+            if !(weight_decay.is_finite() && *weight_decay >= 0.0) {
+                bad(
+                    "optim.weight_decay",
+                    format!("{weight_decay} is not allowed, expected a finite value >= 0"),
+                );
+            }
+        }
+        OptimConfig::AdamW {
+            lr,
+            betas,
+            epsilon,
+            weight_decay,
+        } => {
+            if !(lr.is_finite() && *lr > 0.0) {
+                bad(
+                    "optim.lr",
+                    format!("{lr} is not allowed, expected a finite value > 0"),
+                );
+            }
+            if !betas.iter().all(|b| (0.0..1.0).contains(b)) {
+                bad(
+                    "optim.betas",
+                    format!("{betas:?} is out of range, expected two values in 0 <= beta < 1"),
+                );
+            }
+            if !(epsilon.is_finite() && *epsilon > 0.0) {
+                bad(
+                    "optim.epsilon",
+                    format!("{epsilon} is not allowed, expected a finite value > 0"),
                 );
             }
             if !(weight_decay.is_finite() && *weight_decay >= 0.0) {
@@ -631,11 +785,15 @@ fn check_objective(bad: &mut impl FnMut(&str, String), c: &ExperimentConfig) {
             non_negative(bad, "attention_entropy_weight", *attention_entropy_weight);
             if !matches!(
                 c.model.backbone,
-                Backbone::VitTiny { .. } | Backbone::VitSmall { .. } | Backbone::Vit { .. }
+                Backbone::VitTiny { .. }
+                    | Backbone::VitSmall { .. }
+                    | Backbone::Vit { .. }
+                    | Backbone::Abmil { .. }
+                    | Backbone::MilMha { .. }
             ) {
                 bad(
                     "objective.name",
-                    "aem regularises attention: it needs a ViT backbone (vit_tiny, vit_small, vit)"
+                    "aem regularises attention: it needs an attention-MIL model on feature bags (abmil, mil_mha) or a ViT backbone (vit_tiny, vit_small, vit)"
                         .into(),
                 );
             }
