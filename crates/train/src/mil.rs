@@ -18,9 +18,11 @@
 
 use crate::checkpoint::{self, TrainState, write_atomic};
 use crate::error::TrainError;
-use crate::run::{self, DatasetEntry, Manifest, MetricsLog, Session};
+use crate::run::{self, DatasetEntry, Manifest, MetricsLog, NewRun};
 use crate::schedule::Schedule;
-use crate::trainer::{TrainOptions, TrainOutcome, optimizer, progress_bar, scalar};
+use crate::trainer::{
+    TrainOptions, TrainOutcome, check_config_hash, optimizer, progress_bar, scalar,
+};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::softmax;
@@ -136,17 +138,7 @@ pub(crate) fn execute(
     let mut history: Vec<EpochMetrics> = Vec::new();
     if let Some(ckpt) = &resume_from {
         let state = checkpoint::load_state(ckpt)?;
-        if state.config_hash != resolved.hash {
-            return Err(TrainError::Resume {
-                path: ckpt.clone(),
-                message: format!(
-                    "checkpoint was written for config {} but {} now hashes to {}; the config was edited after the run started",
-                    &state.config_hash[..8],
-                    run::RESOLVED,
-                    resolved.hash8()
-                ),
-            });
-        }
+        check_config_hash(&state, resolved, ckpt)?;
         model = checkpoint::load_model(ckpt, model)?;
         optim = checkpoint::load_optim(ckpt, optim)?;
         (epoch, step) = (state.epoch, state.step);
@@ -156,54 +148,19 @@ pub(crate) fn execute(
         info!(checkpoint = %ckpt.display(), epoch, step, "resumed");
     }
 
-    let session = Session {
-        started_unix: run::now_unix(),
-        from_epoch: epoch,
-        backend: selected.name.into(),
-        adapter: selected.adapter.clone(),
-        command: opts.command.clone(),
-    };
-    let mut manifest = match resume_from {
-        Some(_) => {
-            let mut m = Manifest::read(dir)?;
-            m.sessions.push(session);
-            m
-        }
-        None => Manifest {
-            oodforge_version: env!("CARGO_PKG_VERSION").into(),
-            burn_version: "0.22.1".into(),
-            git_commit: run::git_commit(),
-            config_name: cfg.name.clone(),
-            config_source: resolved.source.display().to_string(),
-            config_hash: resolved.hash.clone(),
-            seed: cfg.seed,
-            backend: selected.name.into(),
-            adapter: selected.adapter.clone(),
-            backend_reason: selected.reason.clone(),
-            datasets: dataset_entries(&data),
-            normalizer: IDENTITY,
-            // No buffers in the aggregators: every parameter is trainable.
-            parameters: model.num_params(),
-            sessions: vec![session],
-            epochs_completed: 0,
-            steps_completed: 0,
-            train_images_per_s: None,
-            peak_rss_mib: None,
-            finished_unix: None,
-        },
-    };
-    manifest.write(dir)?;
+    let new_run = resume_from.is_none().then(|| NewRun {
+        datasets: dataset_entries(&data),
+        normalizer: IDENTITY,
+        // No buffers in the aggregators: every parameter is trainable.
+        parameters: model.num_params(),
+    });
+    let mut manifest =
+        Manifest::begin_session(dir, resolved, &selected, epoch, &opts.command, new_run)?;
     let mut log = MetricsLog::open(dir)?;
 
     let epochs = cfg.train.epochs;
     let per_epoch = data.train.len();
-    let schedule = Schedule {
-        kind: cfg.train.lr_schedule,
-        base: cfg.optim.base_lr(),
-        min: cfg.train.min_lr,
-        total_steps: epochs * per_epoch,
-        warmup_steps: cfg.train.warmup_epochs * per_epoch,
-    };
+    let schedule = Schedule::for_run(cfg, per_epoch);
     let last_epoch = opts.stop_after.map_or(epochs, |k| (epoch + k).min(epochs));
     let ckpt_dir = dir.join(run::CHECKPOINTS);
     let started = Instant::now();
@@ -324,15 +281,8 @@ pub(crate) fn execute(
     }
 
     let finished = epoch >= epochs;
-    if slides_seen > 0 {
-        // Slides (bags) per second: the unit of a MIL step.
-        manifest.train_images_per_s = Some(slides_seen as f64 / started.elapsed().as_secs_f64());
-    }
-    manifest.peak_rss_mib = run::peak_rss_mib();
-    if finished {
-        manifest.finished_unix = Some(run::now_unix());
-    }
-    manifest.write(dir)?;
+    // Slides (bags) per second: the unit of a MIL step.
+    manifest.end_session(dir, slides_seen, started.elapsed().as_secs_f64(), finished)?;
 
     let mil_results = match (finished, select(&history), history.last()) {
         (true, Some(&selected), Some(&last)) => {
@@ -415,14 +365,7 @@ fn read_history(dir: &Path) -> Result<Vec<EpochMetrics>, TrainError> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Corrupt {
-        path,
-        message: format!("line {} column {}: {e}", e.line(), e.column()),
-    })
+    run::read_json(&path)
 }
 
 fn dataset_entries(data: &BagSplits) -> Vec<DatasetEntry> {

@@ -3,6 +3,8 @@
 
 use crate::checkpoint::write_atomic;
 use crate::error::TrainError;
+use oodforge_core::backend::SelectedBackend;
+use oodforge_core::config::ResolvedConfig;
 use oodforge_data::Normalizer;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -68,23 +70,107 @@ pub struct Manifest {
     pub finished_unix: Option<u64>,
 }
 
+/// What a new run records about itself in its manifest (a resumed run keeps its own).
+pub struct NewRun {
+    pub datasets: Vec<DatasetEntry>,
+    pub normalizer: Normalizer,
+    pub parameters: usize,
+}
+
 impl Manifest {
     pub fn read(dir: &Path) -> Result<Self, TrainError> {
-        let path = dir.join(MANIFEST);
-        let text = fs::read_to_string(&path).map_err(|source| TrainError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|e| TrainError::Corrupt {
-            path,
-            message: format!("line {} column {}: {e}", e.line(), e.column()),
-        })
+        read_json(&dir.join(MANIFEST))
+    }
+
+    /// The manifest of a training session, written to `dir`: a new one for a new run
+    /// (`Some(NewRun)`), or the run's own with this session appended when it resumes.
+    pub fn begin_session(
+        dir: &Path,
+        resolved: &ResolvedConfig,
+        backend: &SelectedBackend,
+        from_epoch: usize,
+        command: &[String],
+        new_run: Option<NewRun>,
+    ) -> Result<Self, TrainError> {
+        let session = Session {
+            started_unix: now_unix(),
+            from_epoch,
+            backend: backend.name.into(),
+            adapter: backend.adapter.clone(),
+            command: command.to_vec(),
+        };
+        let cfg = &resolved.config;
+        let manifest = match new_run {
+            None => {
+                let mut m = Manifest::read(dir)?;
+                m.sessions.push(session);
+                m
+            }
+            Some(NewRun {
+                datasets,
+                normalizer,
+                parameters,
+            }) => Manifest {
+                oodforge_version: env!("CARGO_PKG_VERSION").into(),
+                burn_version: "0.22.1".into(),
+                git_commit: git_commit(),
+                config_name: cfg.name.clone(),
+                config_source: resolved.source.display().to_string(),
+                config_hash: resolved.hash.clone(),
+                seed: cfg.seed,
+                backend: backend.name.into(),
+                adapter: backend.adapter.clone(),
+                backend_reason: backend.reason.clone(),
+                datasets,
+                normalizer,
+                parameters,
+                sessions: vec![session],
+                epochs_completed: 0,
+                steps_completed: 0,
+                train_images_per_s: None,
+                peak_rss_mib: None,
+                finished_unix: None,
+            },
+        };
+        manifest.write(dir)?;
+        Ok(manifest)
+    }
+
+    /// Record the end of a session: its throughput (samples per second: images, or bags for
+    /// MIL runs), the peak memory and, when every epoch is done, the finishing time.
+    pub fn end_session(
+        &mut self,
+        dir: &Path,
+        samples_seen: usize,
+        seconds: f64,
+        finished: bool,
+    ) -> Result<(), TrainError> {
+        if samples_seen > 0 {
+            self.train_images_per_s = Some(samples_seen as f64 / seconds);
+        }
+        self.peak_rss_mib = peak_rss_mib();
+        if finished {
+            self.finished_unix = Some(now_unix());
+        }
+        self.write(dir)
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), TrainError> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serializes");
         write_atomic(&dir.join(MANIFEST), &json).map_err(TrainError::from)
     }
+}
+
+/// A JSON file of the run folder; a parse error names the line and column.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
+    let text = fs::read_to_string(path).map_err(|source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("line {} column {}: {e}", e.line(), e.column()),
+    })
 }
 
 pub fn now_unix() -> u64 {

@@ -6,7 +6,7 @@
 //! `lr(k) = base * (k + 1) / W` for `k < W`, and the cosine then runs over the remaining
 //! `T - W` steps.
 
-use oodforge_core::config::LrSchedule;
+use oodforge_core::config::{ExperimentConfig, LrSchedule};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Schedule {
@@ -18,6 +18,17 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// The schedule of a config's `[train]` and `[optim]` for `steps_per_epoch` steps an epoch.
+    pub fn for_run(cfg: &ExperimentConfig, steps_per_epoch: usize) -> Self {
+        Self {
+            kind: cfg.train.lr_schedule,
+            base: cfg.optim.base_lr(),
+            min: cfg.train.min_lr,
+            total_steps: cfg.train.epochs * steps_per_epoch,
+            warmup_steps: cfg.train.warmup_epochs * steps_per_epoch,
+        }
+    }
+
     pub fn lr(&self, step: usize) -> f64 {
         if step < self.warmup_steps {
             return self.base * (step + 1) as f64 / self.warmup_steps as f64;

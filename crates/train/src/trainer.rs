@@ -5,7 +5,7 @@
 use crate::checkpoint::{self, TrainState};
 use crate::error::TrainError;
 use crate::evaluate::{evaluate_model, write_results};
-use crate::run::{self, DatasetEntry, Manifest, MetricsLog, Session};
+use crate::run::{self, DatasetEntry, Manifest, MetricsLog, NewRun};
 use crate::schedule::Schedule;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
@@ -91,6 +91,26 @@ pub fn read_resolved(dir: &Path) -> Result<ResolvedConfig, TrainError> {
         message: e.to_string(),
     })?;
     Ok(config::resolve(cfg, &path)?)
+}
+
+/// A checkpoint continues only the config it was written for.
+pub(crate) fn check_config_hash(
+    state: &TrainState,
+    resolved: &ResolvedConfig,
+    ckpt: &Path,
+) -> Result<(), TrainError> {
+    if state.config_hash == resolved.hash {
+        return Ok(());
+    }
+    Err(TrainError::Resume {
+        path: ckpt.to_path_buf(),
+        message: format!(
+            "checkpoint was written for config {} but {} now hashes to {}; the config was edited after the run started",
+            &state.config_hash[..8],
+            run::RESOLVED,
+            resolved.hash8()
+        ),
+    })
 }
 
 fn refuse_existing_run(dir: &Path) -> Result<(), TrainError> {
@@ -214,17 +234,7 @@ fn execute(
     // 10,000 decoded images for custom data) would be wasted start-up time.
     let norm = if let Some(ckpt) = &resume_from {
         let state = checkpoint::load_state(ckpt)?;
-        if state.config_hash != resolved.hash {
-            return Err(TrainError::Resume {
-                path: ckpt.clone(),
-                message: format!(
-                    "checkpoint was written for config {} but {} now hashes to {}; the config was edited after the run started",
-                    &state.config_hash[..8],
-                    run::RESOLVED,
-                    resolved.hash8()
-                ),
-            });
-        }
+        check_config_hash(&state, resolved, ckpt)?;
         model = checkpoint::load_model(ckpt, model)?;
         optim = checkpoint::load_optim(ckpt, optim)?;
         objective
@@ -240,54 +250,19 @@ fn execute(
         data.normalizer(&cfg.data)?
     };
 
-    let session = Session {
-        started_unix: run::now_unix(),
-        from_epoch: epoch,
-        backend: selected.name.into(),
-        adapter: selected.adapter.clone(),
-        command: opts.command.clone(),
-    };
-    let mut manifest = match resume_from {
-        Some(_) => {
-            let mut m = Manifest::read(dir)?;
-            m.sessions.push(session);
-            m
-        }
-        None => Manifest {
-            oodforge_version: env!("CARGO_PKG_VERSION").into(),
-            burn_version: "0.22.1".into(),
-            git_commit: run::git_commit(),
-            config_name: cfg.name.clone(),
-            config_source: resolved.source.display().to_string(),
-            config_hash: resolved.hash.clone(),
-            seed: cfg.seed,
-            backend: selected.name.into(),
-            adapter: selected.adapter.clone(),
-            backend_reason: selected.reason.clone(),
-            datasets: dataset_entries(&data),
-            normalizer: norm,
-            parameters: model.num_trainable_params(),
-            sessions: vec![session],
-            epochs_completed: 0,
-            steps_completed: 0,
-            train_images_per_s: None,
-            peak_rss_mib: None,
-            finished_unix: None,
-        },
-    };
-    manifest.write(dir)?;
+    let new_run = resume_from.is_none().then(|| NewRun {
+        datasets: dataset_entries(&data),
+        normalizer: norm,
+        parameters: model.num_trainable_params(),
+    });
+    let mut manifest =
+        Manifest::begin_session(dir, resolved, &selected, epoch, &opts.command, new_run)?;
     let mut log = MetricsLog::open(dir)?;
 
     let epochs = cfg.train.epochs;
     let batch_size = cfg.data.batch_size;
     let per_epoch = steps_per_epoch(data.train.len(), batch_size);
-    let schedule = Schedule {
-        kind: cfg.train.lr_schedule,
-        base: cfg.optim.base_lr(),
-        min: cfg.train.min_lr,
-        total_steps: epochs * per_epoch,
-        warmup_steps: cfg.train.warmup_epochs * per_epoch,
-    };
+    let schedule = Schedule::for_run(cfg, per_epoch);
     let last_epoch = opts.stop_after.map_or(epochs, |k| (epoch + k).min(epochs));
     let ckpt_dir = dir.join(run::CHECKPOINTS);
     let started = Instant::now();
@@ -411,14 +386,7 @@ fn execute(
     }
 
     let finished = epoch >= epochs;
-    if images_seen > 0 {
-        manifest.train_images_per_s = Some(images_seen as f64 / started.elapsed().as_secs_f64());
-    }
-    manifest.peak_rss_mib = run::peak_rss_mib();
-    if finished {
-        manifest.finished_unix = Some(run::now_unix());
-    }
-    manifest.write(dir)?;
+    manifest.end_session(dir, images_seen, started.elapsed().as_secs_f64(), finished)?;
 
     let results = if finished && cfg.eval.after_training {
         let model = model.valid();
