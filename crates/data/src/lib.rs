@@ -34,6 +34,9 @@ pub struct Datasets {
     pub class_names: Vec<String>,
     pub train: Source,
     pub test: Source,
+    /// The benchmark's ID validation split, when it has one (OpenOOD's `val` lists: ReAct's
+    /// percentile is taken there).
+    pub val: Option<Source>,
     pub ood: Vec<(Source, Group)>,
     pub outliers: Option<Source>,
     /// The benchmark's published normalisation, when it has one.
@@ -56,6 +59,7 @@ impl Datasets {
                 class_names: b.class_names,
                 train: Arc::new(b.train),
                 test: Arc::new(b.test),
+                val: None,
                 ood: b
                     .ood
                     .into_iter()
@@ -77,6 +81,7 @@ impl Datasets {
         }
         let mut train = None;
         let mut test = None;
+        let mut val = None;
         let mut class_names = Vec::new();
         let mut ood = Vec::new();
         let mut outliers = None;
@@ -90,8 +95,9 @@ impl Datasets {
                 Role::Test => test = Some(open::open(set, Some(plan.num_classes))?.source),
                 Role::Ood(g) => ood.push((open::open(set, None)?.source, *g)),
                 Role::Outliers => outliers = Some(open::open(set, None)?.source),
-                // Validation splits are used by hyper-parameter search, not by training.
-                Role::Val | Role::ValOod => {}
+                Role::Val => val = Some(open::open(set, Some(plan.num_classes))?.source),
+                // The validation OOD list is for hyper-parameter search (APS), not run yet.
+                Role::ValOod => {}
             }
         }
         if class_names.len() != plan.num_classes {
@@ -104,6 +110,7 @@ impl Datasets {
             class_names,
             train: train.expect("every plan has a train set"),
             test: test.expect("every plan has a test set"),
+            val,
             ood,
             outliers,
             benchmark_normalize: plan.normalize,

@@ -2,6 +2,7 @@
 //! plain Rust on the CPU (DESIGN §3: run the network once, score many times).
 
 pub mod classification;
+pub mod linalg;
 pub mod metrics;
 pub mod postprocess;
 pub mod report;
@@ -10,4 +11,5 @@ pub use classification::ClassificationMetrics;
 pub use metrics::{OodMetrics, ood_metrics};
 pub use oodforge_core::Group;
 pub use postprocess::Logits;
+pub use postprocess::fitted::{Fitted, Reference, SetOutputs};
 pub use report::{EvalError, OodOutputs, Results, evaluate};

@@ -7,7 +7,8 @@
 //! over the sets of the group (OpenOOD v1.5, METHODS §8.6).
 
 use crate::metrics::{OodMetrics, accuracy, ood_metrics};
-use crate::postprocess::{Logits, scores};
+use crate::postprocess::Logits;
+use crate::postprocess::fitted::{Fitted, SetOutputs};
 use oodforge_core::Group;
 use oodforge_core::config::PostprocessorConfig;
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 pub struct OodOutputs {
     pub name: String,
     pub group: Group,
-    pub logits: Logits,
+    pub outputs: SetOutputs,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +58,11 @@ pub enum EvalError {
     Empty { dataset: String },
     #[error("ID test set: {labels} labels for {rows} logit rows")]
     LabelCount { labels: usize, rows: usize },
+    #[error("eval.postprocessors `{postprocessor}`: {message}")]
+    Fit {
+        postprocessor: &'static str,
+        message: String,
+    },
 }
 
 fn check(name: &str, logits: &Logits, classes: usize) -> Result<(), EvalError> {
@@ -82,13 +88,15 @@ fn check(name: &str, logits: &Logits, classes: usize) -> Result<(), EvalError> {
     Ok(())
 }
 
-/// Score the ID test set and every OOD set with every post-processor; OpenOOD metrics per set.
+/// Score the ID test set and every OOD set with every (fitted) post-processor; OpenOOD metrics
+/// per set.
 pub fn evaluate(
-    id_logits: &Logits,
+    id: &SetOutputs,
     id_labels: &[usize],
     ood: &[OodOutputs],
-    postprocessors: &[PostprocessorConfig],
+    postprocessors: &[(PostprocessorConfig, Fitted)],
 ) -> Result<Results, EvalError> {
+    let id_logits = &id.logits;
     check("ID test", id_logits, id_logits.num_classes)?;
     if id_labels.len() != id_logits.len() {
         return Err(EvalError::LabelCount {
@@ -97,15 +105,15 @@ pub fn evaluate(
         });
     }
     for set in ood {
-        check(&set.name, &set.logits, id_logits.num_classes)?;
+        check(&set.name, &set.outputs.logits, id_logits.num_classes)?;
     }
     let id_accuracy = accuracy(&id_logits.argmax(), id_labels);
     let mut out = BTreeMap::new();
-    for pp in postprocessors {
-        let conf_id = scores(pp, id_logits);
+    for (pp, fitted) in postprocessors {
+        let conf_id = fitted.score(id);
         let mut datasets = BTreeMap::new();
         for set in ood {
-            let conf_ood = scores(pp, &set.logits);
+            let conf_ood = fitted.score(&set.outputs);
             datasets.insert(
                 set.name.clone(),
                 DatasetResult {
@@ -202,8 +210,13 @@ impl Results {
 mod tests {
     use super::*;
 
-    fn logits(rows: &[[f32; 3]]) -> Logits {
-        Logits::new(rows.iter().flatten().copied().collect(), 3)
+    fn logits(rows: &[[f32; 3]]) -> SetOutputs {
+        SetOutputs::from_logits(Logits::new(rows.iter().flatten().copied().collect(), 3))
+    }
+
+    fn plain(pp: PostprocessorConfig) -> (PostprocessorConfig, Fitted) {
+        let f = Fitted::fit(&pp, None).unwrap();
+        (pp, f)
     }
 
     #[test]
@@ -218,14 +231,14 @@ mod tests {
         let near = OodOutputs {
             name: "a".into(),
             group: Group::Near,
-            logits: logits(&[[1.0, 1.0, 1.0], [4.5, 0.0, 0.0]]),
+            outputs: logits(&[[1.0, 1.0, 1.0], [4.5, 0.0, 0.0]]),
         };
         let far = OodOutputs {
             name: "b".into(),
             group: Group::Far,
-            logits: logits(&[[0.0, 0.0, 0.0]]),
+            outputs: logits(&[[0.0, 0.0, 0.0]]),
         };
-        let pps = [PostprocessorConfig::MaxLogit {}];
+        let pps = [plain(PostprocessorConfig::MaxLogit {})];
         let r = evaluate(&id, &labels, &[near, far], &pps).unwrap();
         assert_eq!(r.id_accuracy, 0.75);
         let ml = &r.postprocessors["maxlogit"];
@@ -247,7 +260,7 @@ mod tests {
     #[test]
     fn non_finite_logits_are_an_error_not_a_number() {
         let id = logits(&[[f32::NAN, 0.0, 0.0]]);
-        let e = evaluate(&id, &[0], &[], &[PostprocessorConfig::Msp {}]).unwrap_err();
+        let e = evaluate(&id, &[0], &[], &[plain(PostprocessorConfig::Msp {})]).unwrap_err();
         assert!(e.to_string().contains("non-finite"), "{e}");
     }
 }

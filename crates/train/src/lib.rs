@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod evaluate;
 pub mod mil;
+pub mod odin;
 pub mod run;
 pub mod schedule;
 pub mod trainer;

@@ -867,6 +867,57 @@ pub enum PostprocessorConfig {
         #[serde(default = "defaults::temperature")]
         temperature: f64,
     },
+    /// ODIN (Liang et al. 2018; OpenOOD `odin`): max softmax(z(x')/T) of the input perturbed
+    /// against the gradient of CE(z/T, argmax), divided per channel by the normalisation std.
+    #[serde(rename = "odin")]
+    Odin {
+        #[serde(default = "defaults::odin_temperature")]
+        temperature: f64,
+        #[serde(default = "defaults::odin_noise")]
+        noise: f64,
+    },
+    /// GEN (Liu et al. 2023): -sum over the `top_m` largest probabilities of p^gamma (1-p)^gamma.
+    #[serde(rename = "gen")]
+    Gen {
+        #[serde(default = "defaults::gen_gamma")]
+        gamma: f64,
+        /// OpenOOD's `M`.
+        #[serde(default = "defaults::gen_top_m")]
+        top_m: usize,
+    },
+    /// Mahalanobis (Lee et al. 2018; OpenOOD `mds`): class means and a shared covariance of the
+    /// ID training features; max over classes of the negative Mahalanobis distance.
+    #[serde(rename = "mds")]
+    Mahalanobis {},
+    /// KNN (Sun et al. 2022): minus the squared distance from the normalised feature to its
+    /// `k`-th nearest normalised ID training feature.
+    #[serde(rename = "knn")]
+    Knn {
+        #[serde(default = "defaults::knn_k")]
+        k: usize,
+    },
+    /// ViM (Wang et al. 2022): energy minus alpha x the norm of the feature's residual outside
+    /// the `dim`-dimensional principal space of the ID training features.
+    #[serde(rename = "vim")]
+    Vim {
+        /// Principal dimensions kept (OpenOOD `dim`); must be below the feature dimension.
+        #[serde(default = "defaults::vim_dim")]
+        dim: usize,
+    },
+    /// ReAct (Sun et al. 2021): energy of the head applied to features clipped at the
+    /// `percentile`-th percentile of the ID validation features.
+    #[serde(rename = "react")]
+    React {
+        #[serde(default = "defaults::shaping_percentile")]
+        percentile: f64,
+    },
+    /// ASH-B (Djurisic et al. 2023, on the pooled feature as OpenOOD): energy of the head applied
+    /// to the top `100 - percentile`% activations set to the mean mass, the rest zeroed.
+    #[serde(rename = "ash")]
+    Ash {
+        #[serde(default = "defaults::shaping_percentile")]
+        percentile: f64,
+    },
 }
 
 impl PostprocessorConfig {
@@ -876,6 +927,13 @@ impl PostprocessorConfig {
             Self::Msp {} => "msp",
             Self::MaxLogit {} => "maxlogit",
             Self::Energy { .. } => "energy",
+            Self::Odin { .. } => "odin",
+            Self::Gen { .. } => "gen",
+            Self::Mahalanobis {} => "mds",
+            Self::Knn { .. } => "knn",
+            Self::Vim { .. } => "vim",
+            Self::React { .. } => "react",
+            Self::Ash { .. } => "ash",
         }
     }
 }
@@ -1068,6 +1126,27 @@ pub(crate) mod defaults {
     }
     pub fn temperature() -> f64 {
         1.0
+    }
+    pub fn odin_temperature() -> f64 {
+        1000.0
+    }
+    pub fn odin_noise() -> f64 {
+        0.0014
+    }
+    pub fn gen_gamma() -> f64 {
+        0.1
+    }
+    pub fn gen_top_m() -> usize {
+        100
+    }
+    pub fn knn_k() -> usize {
+        50
+    }
+    pub fn vim_dim() -> usize {
+        256
+    }
+    pub fn shaping_percentile() -> f64 {
+        90.0
     }
     pub fn postprocessors() -> Vec<PostprocessorConfig> {
         vec![

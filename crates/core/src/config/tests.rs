@@ -600,3 +600,55 @@ fn a_layer_that_switches_a_variant_replaces_the_table() {
         Backbone::ResNet10 { width: 8, .. }
     ));
 }
+
+#[test]
+fn postprocessors_take_openood_defaults_and_reject_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |pps: &str| format!("{MINIMAL}\n[eval]\npostprocessors = [{pps}]\n");
+    let p = write(
+        dir.path(),
+        "pp.toml",
+        &with(
+            r#"{ name = "odin" }, { name = "gen" }, { name = "mds" }, { name = "knn" }, { name = "vim" }, { name = "react" }, { name = "ash" }"#,
+        ),
+    );
+    let r = load(&p, &[]).unwrap();
+    assert_eq!(
+        r.config.eval.postprocessors,
+        vec![
+            PostprocessorConfig::Odin {
+                temperature: 1000.0,
+                noise: 0.0014
+            },
+            PostprocessorConfig::Gen {
+                gamma: 0.1,
+                top_m: 100
+            },
+            PostprocessorConfig::Mahalanobis {},
+            PostprocessorConfig::Knn { k: 50 },
+            PostprocessorConfig::Vim { dim: 256 },
+            PostprocessorConfig::React { percentile: 90.0 },
+            PostprocessorConfig::Ash { percentile: 90.0 },
+        ]
+    );
+    for (pp, key) in [
+        (r#"{ name = "knn", k = 0 }"#, "postprocessors[0].k"),
+        (
+            r#"{ name = "react", percentile = 0.0 }"#,
+            "postprocessors[0].percentile",
+        ),
+        (
+            r#"{ name = "odin", noise = -1.0 }"#,
+            "postprocessors[0].noise",
+        ),
+        (
+            r#"{ name = "gen", gamma = 0.0 }"#,
+            "postprocessors[0].gamma",
+        ),
+    ] {
+        let e = err(dir.path(), &with(pp));
+        assert!(e.contains(key), "{pp}: {e}");
+    }
+    let e = err(dir.path(), &with(r#"{ name = "knn", K = 5 }"#));
+    assert!(e.contains("unknown field `K`"), "{e}");
+}

@@ -607,7 +607,7 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
     if c.eval.postprocessors.is_empty() {
         bad(
             "eval.postprocessors",
-            "an empty list is not allowed, expected at least one of msp, maxlogit, energy".into(),
+            "an empty list is not allowed, expected at least one of msp, maxlogit, energy, odin, gen, mds, knn, vim, react, ash".into(),
         );
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -618,15 +618,50 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                 format!("`{}` is listed twice", p.label()),
             );
         }
-        if let PostprocessorConfig::Energy { temperature } = p
-            && !(temperature.is_finite() && *temperature > 0.0)
-        {
-            bad(
-                &format!("eval.postprocessors[{i}].temperature"),
-                format!("{temperature} is not allowed, expected a finite value > 0"),
-            );
+        let key = |k: &str| format!("eval.postprocessors[{i}].{k}");
+        let mut positive = |k: &str, v: f64| {
+            if !(v.is_finite() && v > 0.0) {
+                bad(
+                    &key(k),
+                    format!("{v} is not allowed, expected a finite value > 0"),
+                );
+            }
+        };
+        match p {
+            PostprocessorConfig::Energy { temperature } => positive("temperature", *temperature),
+            PostprocessorConfig::Odin { temperature, noise } => {
+                positive("temperature", *temperature);
+                if !(noise.is_finite() && *noise >= 0.0) {
+                    bad(
+                        &key("noise"),
+                        format!("{noise} is not allowed, expected a finite value >= 0"),
+                    );
+                }
+            }
+            PostprocessorConfig::Gen { gamma, top_m } => {
+                positive("gamma", *gamma);
+                if *top_m == 0 {
+                    bad(&key("top_m"), "0 is not allowed, expected >= 1".into());
+                }
+            }
+            PostprocessorConfig::Knn { k } if *k == 0 => {
+                bad(&key("k"), "0 is not allowed, expected >= 1".into());
+            }
+            PostprocessorConfig::Vim { dim } if *dim == 0 => {
+                bad(&key("dim"), "0 is not allowed, expected >= 1".into());
+            }
+            PostprocessorConfig::React { percentile } | PostprocessorConfig::Ash { percentile }
+                if !(*percentile > 0.0 && *percentile <= 100.0) =>
+            {
+                bad(
+                    &key("percentile"),
+                    format!("{percentile} is out of range, expected 0 < percentile <= 100"),
+                );
+            }
+            _ => {}
         }
     }
+
     out
 }
 

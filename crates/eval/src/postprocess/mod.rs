@@ -1,7 +1,41 @@
 //! Post-hoc OOD scores over cached logits, in f64. Every score is a confidence: higher = more
 //! in-distribution (OpenOOD's convention, `openood/postprocessors/*`).
 
+pub mod fitted;
+pub mod generalized_entropy;
+pub mod knn;
+pub mod mds;
+pub mod react;
+pub mod vim;
+
 use oodforge_core::config::PostprocessorConfig;
+
+/// The classifier head `z = W f + b` (`W [classes, dim]`, PyTorch's Linear layout), which ReAct,
+/// ASH and ViM apply to (modified) features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub w: Vec<f64>,
+    pub b: Vec<f64>,
+    pub classes: usize,
+    pub dim: usize,
+}
+
+impl Head {
+    pub fn new(w: Vec<f64>, b: Vec<f64>, classes: usize, dim: usize) -> Self {
+        assert_eq!(w.len(), classes * dim, "W is [classes, dim]");
+        assert_eq!(b.len(), classes, "b is [classes]");
+        Self { w, b, classes, dim }
+    }
+
+    /// `W f + b`.
+    pub fn apply(&self, f: &[f64]) -> Vec<f64> {
+        self.w
+            .chunks_exact(self.dim)
+            .zip(&self.b)
+            .map(|(row, b)| b + row.iter().zip(f).map(|(w, x)| w * x).sum::<f64>())
+            .collect()
+    }
+}
 
 /// Network outputs of one dataset: row-major logits `[n, num_classes]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,24 +81,28 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Confidence of every row under one post-processor.
+/// Confidence of every row under a post-processor that reads only the logits (see
+/// [`score_row`]); the others are scored through [`fitted::Fitted`].
 pub fn scores(pp: &PostprocessorConfig, logits: &Logits) -> Vec<f64> {
     logits
         .rows()
         .map(|row| {
             let z: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
-            score_row(pp, &z)
+            score_row(pp, &z).expect("a logit-only post-processor")
         })
         .collect()
 }
 
-/// Confidence of one row of logits.
-pub fn score_row(pp: &PostprocessorConfig, z: &[f64]) -> f64 {
-    match pp {
+/// Confidence of one row of logits, for the post-processors that read nothing else (MSP,
+/// MaxLogit, Energy, GEN); `None` for those that need features, statistics or the network.
+pub fn score_row(pp: &PostprocessorConfig, z: &[f64]) -> Option<f64> {
+    Some(match pp {
         PostprocessorConfig::Msp {} => msp(z),
         PostprocessorConfig::MaxLogit {} => max(z),
         PostprocessorConfig::Energy { temperature } => energy(z, *temperature),
-    }
+        PostprocessorConfig::Gen { gamma, top_m } => generalized_entropy::score(z, *gamma, *top_m),
+        _ => return None,
+    })
 }
 
 /// max_k softmax(z)_k (OpenOOD `BasePostprocessor`: `torch.max(torch.softmax(output, 1), 1)`).
@@ -84,6 +122,14 @@ pub fn max(z: &[f64]) -> f64 {
 pub fn energy(z: &[f64], temperature: f64) -> f64 {
     let scaled: Vec<f64> = z.iter().map(|v| v / temperature).collect();
     temperature * logsumexp(&scaled)
+}
+
+/// `softmax(z)`.
+pub fn softmax(z: &[f64]) -> Vec<f64> {
+    let m = max(z);
+    let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
 }
 
 pub fn logsumexp(z: &[f64]) -> f64 {
