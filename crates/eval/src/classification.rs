@@ -3,6 +3,7 @@
 //! one-vs-rest AUROC on the softmax probabilities and macro F1 of the arg-max predictions.
 
 use crate::metrics::{auc, roc_curve};
+use crate::postprocess::argmax;
 use serde::{Deserialize, Serialize};
 
 /// Accuracy, macro AUROC and macro F1 of one split.
@@ -29,17 +30,6 @@ impl ClassificationMetrics {
     pub fn selection_score(&self) -> f64 {
         self.f1 + self.auroc.unwrap_or(0.0)
     }
-}
-
-/// First index of the maximum (`torch.argmax` picks the first on ties).
-fn argmax(p: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, v) in p.iter().enumerate() {
-        if *v > p[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// Unweighted mean over classes of the one-vs-rest AUROC of `probs[:, c]` against

@@ -76,10 +76,7 @@ impl Odin {
         let (mut conf, mut pred) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for row in rows.chunks_exact(classes) {
             let p = oodforge_eval::postprocess::softmax(row);
-            let best = p
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
+            let best = oodforge_eval::postprocess::argmax(&p);
             conf.push(p[best]);
             pred.push(best);
         }

@@ -53,16 +53,9 @@ pub enum Fitted {
     External(&'static str),
 }
 
-/// Scores that read the penultimate features.
+/// Scores that read the penultimate features: the fitted ones and ASH.
 pub fn needs_features(pp: &PostprocessorConfig) -> bool {
-    matches!(
-        pp,
-        PostprocessorConfig::Mahalanobis {}
-            | PostprocessorConfig::Knn { .. }
-            | PostprocessorConfig::Vim { .. }
-            | PostprocessorConfig::React { .. }
-            | PostprocessorConfig::Ash { .. }
-    )
+    needs_train_features(pp) || matches!(pp, PostprocessorConfig::Ash { .. })
 }
 
 /// Scores fitted on the ID training features.

@@ -67,11 +67,12 @@ impl Logits {
 
     /// Predicted class per row (first maximum, as `torch.max`).
     pub fn argmax(&self) -> Vec<usize> {
-        self.rows().map(argmax).collect()
+        self.rows().map(argmax::<f32>).collect()
     }
 }
 
-fn argmax(row: &[f32]) -> usize {
+/// Index of the first maximum (`torch.argmax` / `torch.max` pick the first on ties).
+pub fn argmax<T: PartialOrd>(row: &[T]) -> usize {
     let mut best = 0;
     for (i, v) in row.iter().enumerate() {
         if *v > row[best] {
