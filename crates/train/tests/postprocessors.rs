@@ -32,7 +32,7 @@ postprocessors = [
   { name = "msp" }, { name = "maxlogit" }, { name = "energy" },
   { name = "odin", temperature = 1.0, noise = 0.0 },
   { name = "gen" }, { name = "mds" }, { name = "knn", k = 5 }, { name = "vim", dim = 8 },
-  { name = "react" }, { name = "ash" },
+  { name = "react" }, { name = "ash" }, { name = "palm_mds" },
 ]
 "#;
     let cfg: ExperimentConfig = toml::from_str(text).unwrap();
@@ -56,7 +56,8 @@ fn every_postprocessor_scores_a_trained_model() {
     assert_eq!(
         names,
         [
-            "ash", "energy", "gen", "knn", "maxlogit", "mds", "msp", "odin", "react", "vim"
+            "ash", "energy", "gen", "knn", "maxlogit", "mds", "msp", "odin", "palm_mds", "react",
+            "vim"
         ]
     );
     for (name, pp) in &r.postprocessors {
@@ -79,7 +80,7 @@ fn every_postprocessor_scores_a_trained_model() {
     }
     // The fitted scores are not the logit scores in disguise.
     let auroc = |n: &str| r.postprocessors[n].far.unwrap().auroc;
-    for n in ["mds", "knn", "vim"] {
+    for n in ["mds", "knn", "vim", "palm_mds"] {
         assert!((auroc(n) - auroc("msp")).abs() > 1e-9, "{n} equals MSP");
     }
     let json = std::fs::read_to_string(dir.path().join("run/results.json")).unwrap();

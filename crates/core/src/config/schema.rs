@@ -889,6 +889,14 @@ pub enum PostprocessorConfig {
     /// ID training features; max over classes of the negative Mahalanobis distance.
     #[serde(rename = "mds")]
     Mahalanobis {},
+    /// PALM's score (METHODS §5.5, the SSD+ score): one class-agnostic Gaussian on the
+    /// L2-normalised, standardised backbone feature. `double_centering = true` keeps the official
+    /// code's second subtraction of the normalised-feature mean, so PALM's numbers reproduce.
+    #[serde(rename = "palm_mds")]
+    PalmMahalanobis {
+        #[serde(default = "defaults::yes")]
+        double_centering: bool,
+    },
     /// KNN (Sun et al. 2022): minus the squared distance from the normalised feature to its
     /// `k`-th nearest normalised ID training feature.
     #[serde(rename = "knn")]
@@ -930,6 +938,7 @@ impl PostprocessorConfig {
             Self::Odin { .. } => "odin",
             Self::Gen { .. } => "gen",
             Self::Mahalanobis {} => "mds",
+            Self::PalmMahalanobis { .. } => "palm_mds",
             Self::Knn { .. } => "knn",
             Self::Vim { .. } => "vim",
             Self::React { .. } => "react",

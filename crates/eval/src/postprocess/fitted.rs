@@ -4,6 +4,7 @@
 
 use super::knn::KnnBank;
 use super::mds::Mahalanobis;
+use super::palm_mahalanobis::PalmMahalanobis;
 use super::vim::Vim;
 use super::{Head, Logits, react};
 use crate::report::EvalError;
@@ -45,6 +46,7 @@ pub enum Fitted {
     /// A function of the logits alone (MSP, MaxLogit, Energy, GEN).
     Logits(PostprocessorConfig),
     Mds(Mahalanobis),
+    PalmMds(PalmMahalanobis),
     Knn(KnnBank, usize),
     Vim(Vim, Head),
     React(f64, Head),
@@ -63,6 +65,7 @@ pub fn needs_train_features(pp: &PostprocessorConfig) -> bool {
     matches!(
         pp,
         PostprocessorConfig::Mahalanobis {}
+            | PostprocessorConfig::PalmMahalanobis { .. }
             | PostprocessorConfig::Knn { .. }
             | PostprocessorConfig::Vim { .. }
             | PostprocessorConfig::React { .. }
@@ -95,6 +98,14 @@ impl Fitted {
                     r.train_labels,
                     classes,
                     r.head.dim,
+                ))
+            }
+            PostprocessorConfig::PalmMahalanobis { double_centering } => {
+                let r = need();
+                Self::PalmMds(PalmMahalanobis::fit(
+                    r.train_features,
+                    r.head.dim,
+                    *double_centering,
                 ))
             }
             PostprocessorConfig::Knn { k } => {
@@ -144,6 +155,7 @@ impl Fitted {
         match self {
             Self::Logits(pp) => super::scores(pp, &set.logits),
             Self::Mds(m) => m.scores(&set.features),
+            Self::PalmMds(m) => m.scores(&set.features),
             Self::Knn(bank, k) => bank.scores(&set.features, &[*k]).pop().expect("one K"),
             Self::Vim(v, head) => v.scores(&set.features, head),
             Self::React(t, head) => rows(&|f| react::react(f, *t, head)),

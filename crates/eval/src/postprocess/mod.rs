@@ -5,6 +5,7 @@ pub mod fitted;
 pub mod generalized_entropy;
 pub mod knn;
 pub mod mds;
+pub mod palm_mahalanobis;
 pub mod react;
 pub mod vim;
 
