@@ -158,7 +158,50 @@ fn group_mean(datasets: &BTreeMap<String, DatasetResult>, group: Group) -> Optio
     })
 }
 
+/// One line of a results table.
+pub struct Row<'a> {
+    pub postprocessor: &'a str,
+    /// The OOD set, or `near mean` / `far mean`.
+    pub set: String,
+    pub group: Group,
+    pub is_mean: bool,
+    pub metrics: &'a OodMetrics,
+}
+
 impl Results {
+    /// Every line of the table: per post-processor, each group's sets then the group mean.
+    pub fn rows(&self) -> Vec<Row<'_>> {
+        let mut out = Vec::new();
+        for (pp, r) in &self.postprocessors {
+            for group in [Group::Near, Group::Far] {
+                for (name, d) in r.datasets.iter().filter(|(_, d)| d.group == group) {
+                    out.push(Row {
+                        postprocessor: pp,
+                        set: name.clone(),
+                        group,
+                        is_mean: false,
+                        metrics: &d.metrics,
+                    });
+                }
+                let mean = if group == Group::Near {
+                    &r.near
+                } else {
+                    &r.far
+                };
+                if let Some(m) = mean {
+                    out.push(Row {
+                        postprocessor: pp,
+                        set: format!("{} mean", group.as_str()),
+                        group,
+                        is_mean: true,
+                        metrics: m,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The table as Markdown, numbers in percent (as OpenOOD prints them).
     pub fn to_markdown(&self, title: &str) -> String {
         let mut s = format!(
@@ -169,39 +212,80 @@ impl Results {
             "| postprocessor | OOD set | group | AUROC ↑ | FPR@95 ↓ | AUPR-In ↑ | AUPR-Out ↑ |\n",
         );
         s.push_str("|---|---|---|---:|---:|---:|---:|\n");
-        let row = |s: &mut String, pp: &str, set: &str, group: &str, m: &OodMetrics| {
+        for r in self.rows() {
+            let m = r.metrics;
+            let set = if r.is_mean {
+                format!("**{}**", r.set)
+            } else {
+                r.set.clone()
+            };
             s.push_str(&format!(
-                "| {pp} | {set} | {group} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                "| {} | {set} | {} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                r.postprocessor,
+                r.group.as_str(),
                 100.0 * m.auroc,
                 100.0 * m.fpr95,
                 100.0 * m.aupr_in,
                 100.0 * m.aupr_out
             ));
-        };
-        for (pp, r) in &self.postprocessors {
-            for group in [Group::Near, Group::Far] {
-                for (name, d) in r.datasets.iter().filter(|(_, d)| d.group == group) {
-                    row(&mut s, pp, name, group.as_str(), &d.metrics);
-                }
-                let mean = if group == Group::Near {
-                    &r.near
-                } else {
-                    &r.far
-                };
-                if let Some(m) = mean {
-                    row(
-                        &mut s,
-                        pp,
-                        &format!("**{} mean**", group.as_str()),
-                        group.as_str(),
-                        m,
-                    );
-                }
-            }
         }
         s.push_str(
             "\nMetrics: OpenOOD v1.5 conventions (OOD positive; FPR@95 = share of ID flagged OOD at 95% OOD recall; trapezoid AUPR).\n",
         );
+        s
+    }
+
+    /// `results.csv`: one line per set and group mean, metrics in percent (full precision in
+    /// `results.json`).
+    pub fn to_csv(&self) -> String {
+        let mut s =
+            String::from("postprocessor,dataset,group,auroc,fpr95,aupr_in,aupr_out,id_accuracy\n");
+        for r in self.rows() {
+            let m = r.metrics;
+            s.push_str(&format!(
+                "{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4}\n",
+                r.postprocessor,
+                r.set,
+                r.group.as_str(),
+                100.0 * m.auroc,
+                100.0 * m.fpr95,
+                100.0 * m.aupr_in,
+                100.0 * m.aupr_out,
+                100.0 * self.id_accuracy
+            ));
+        }
+        s
+    }
+
+    /// `results.tex`: the paper-style summary (booktabs), one row per post-processor with the
+    /// near and far means (FPR@95 and AUROC, percent) and the ID accuracy.
+    pub fn to_latex(&self, caption: &str) -> String {
+        let esc = |t: &str| {
+            t.replace('_', "\\_")
+                .replace('%', "\\%")
+                .replace('&', "\\&")
+        };
+        let cell = |m: &Option<OodMetrics>| {
+            m.as_ref().map_or("-- & --".to_owned(), |m| {
+                format!("{:.2} & {:.2}", 100.0 * m.fpr95, 100.0 * m.auroc)
+            })
+        };
+        let mut s =
+            String::from("% needs \\usepackage{booktabs}\n\\begin{table}[t]\n\\centering\n");
+        s.push_str(&format!("\\caption{{{}}}\n", esc(caption)));
+        s.push_str("\\begin{tabular}{lccccc}\n\\toprule\n");
+        s.push_str(" & \\multicolumn{2}{c}{near-OOD} & \\multicolumn{2}{c}{far-OOD} & \\\\\n");
+        s.push_str("Method & FPR@95 $\\downarrow$ & AUROC $\\uparrow$ & FPR@95 $\\downarrow$ & AUROC $\\uparrow$ & ID Acc. \\\\\n\\midrule\n");
+        for (pp, r) in &self.postprocessors {
+            s.push_str(&format!(
+                "{} & {} & {} & {:.2} \\\\\n",
+                esc(pp),
+                cell(&r.near),
+                cell(&r.far),
+                100.0 * self.id_accuracy
+            ));
+        }
+        s.push_str("\\bottomrule\n\\end{tabular}\n\\end{table}\n");
         s
     }
 }
@@ -255,6 +339,27 @@ mod tests {
         assert_eq!(json["postprocessors"]["maxlogit"]["near"]["auroc"], 0.75);
         let md = r.to_markdown("t");
         assert!(md.contains("| maxlogit | a | near | 75.00 |"), "{md}");
+        assert!(
+            md.contains("| maxlogit | **near mean** | near | 75.00 |"),
+            "{md}"
+        );
+        let csv = r.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "postprocessor,dataset,group,auroc,fpr95,aupr_in,aupr_out,id_accuracy"
+        );
+        assert!(lines[1].starts_with("maxlogit,a,near,75.0000,"), "{csv}");
+        assert!(lines[1].ends_with(",75.0000"), "{csv}");
+        assert_eq!(lines.len(), 5, "a, near mean, b, far mean: {csv}");
+        let tex = r.to_latex("tiny_run");
+        assert!(tex.contains("\\caption{tiny\\_run}"), "{tex}");
+        // near: FPR@95 then AUROC; far: AUROC 100.
+        assert!(tex.contains("maxlogit & "), "{tex}");
+        assert!(
+            tex.contains(" & 75.00 & ") && tex.contains(" & 100.00 & 75.00 \\\\"),
+            "{tex}"
+        );
     }
 
     #[test]

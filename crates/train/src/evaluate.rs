@@ -198,6 +198,11 @@ pub fn write_results(dir: &Path, title: &str, results: &Results) -> Result<(), T
         &dir.join(run::RESULTS_MD),
         results.to_markdown(title).as_bytes(),
     )?;
+    write_atomic(&dir.join(run::RESULTS_CSV), results.to_csv().as_bytes())?;
+    write_atomic(
+        &dir.join(run::RESULTS_TEX),
+        results.to_latex(title).as_bytes(),
+    )?;
     Ok(())
 }
 

@@ -17,6 +17,8 @@ pub const METRICS: &str = "metrics.jsonl";
 pub const CHECKPOINTS: &str = "checkpoints";
 pub const RESULTS_JSON: &str = "results.json";
 pub const RESULTS_MD: &str = "results.md";
+pub const RESULTS_CSV: &str = "results.csv";
+pub const RESULTS_TEX: &str = "results.tex";
 
 /// `runs/<name>/<hash8>/s<seed>`.
 pub fn default_dir(root: &Path, name: &str, hash8: &str, seed: u64) -> PathBuf {

@@ -85,4 +85,9 @@ fn every_postprocessor_scores_a_trained_model() {
     }
     let json = std::fs::read_to_string(dir.path().join("run/results.json")).unwrap();
     assert!(json.contains("\"knn\"") && json.contains("\"vim\""));
+    // The same table as CSV (11 post-processors x (4 sets + 2 means) + header) and LaTeX.
+    let csv = std::fs::read_to_string(dir.path().join("run/results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 11 * 6, "{csv}");
+    let tex = std::fs::read_to_string(dir.path().join("run/results.tex")).unwrap();
+    assert!(tex.contains("palm\\_mds & ") && tex.contains("\\bottomrule"), "{tex}");
 }
