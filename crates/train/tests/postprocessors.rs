@@ -89,5 +89,8 @@ fn every_postprocessor_scores_a_trained_model() {
     let csv = std::fs::read_to_string(dir.path().join("run/results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 11 * 6, "{csv}");
     let tex = std::fs::read_to_string(dir.path().join("run/results.tex")).unwrap();
-    assert!(tex.contains("palm\\_mds & ") && tex.contains("\\bottomrule"), "{tex}");
+    assert!(
+        tex.contains("palm\\_mds & ") && tex.contains("\\bottomrule"),
+        "{tex}"
+    );
 }
