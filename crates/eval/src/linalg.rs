@@ -65,6 +65,34 @@ pub fn transpose<T: Copy>(a: &[T], r: usize, c: usize) -> Vec<T> {
     out
 }
 
+/// Per-column means of a `[n, d]` matrix.
+pub fn column_means(x: &[f64], d: usize) -> Vec<f64> {
+    let n = x.len() / d;
+    let mut m = vec![0.0; d];
+    for r in x.chunks_exact(d) {
+        m.iter_mut().zip(r).for_each(|(m, v)| *m += v);
+    }
+    m.into_iter().map(|v| v / n as f64).collect()
+}
+
+/// Every row of a `[n, d]` matrix minus `c`.
+pub fn centre(x: &[f64], c: &[f64]) -> Vec<f64> {
+    x.chunks_exact(c.len())
+        .flat_map(|r| r.iter().zip(c).map(|(v, c)| v - c))
+        .collect()
+}
+
+/// `X^T X / n` of an already centred `[n, d]` matrix: the biased covariance
+/// (`EmpiricalCovariance`, `np.cov(bias=True)`), one matrix product.
+pub fn scatter(centred: &[f64], d: usize) -> Vec<f64> {
+    let n = centred.len() / d;
+    let ct = transpose(centred, n, d);
+    matmul_nt(&ct, &ct, d, d, n)
+        .into_iter()
+        .map(|v| v / n as f64)
+        .collect()
+}
+
 /// Eigenvalues and eigenvectors of a symmetric `[d, d]` matrix, in descending order of the
 /// eigenvalue: `(values, vectors)` with `vectors[j]` the `j`-th unit eigenvector.
 pub fn symmetric_eigen(a: &[f64], d: usize) -> (Vec<f64>, Vec<Vec<f64>>) {

@@ -7,7 +7,7 @@
 //! Upstream casts the centred features to float32 before fitting; we fit in float64 (the
 //! fixture's float64 re-implementation of the same formulas), which only removes rounding.
 
-use crate::linalg::{matmul_nt, pinvh};
+use crate::linalg::{centre, column_means, matmul_nt, pinvh, scatter};
 
 #[derive(Debug, Clone)]
 pub struct Mahalanobis {
@@ -21,7 +21,6 @@ pub struct Mahalanobis {
 impl Mahalanobis {
     /// `features [n, dim]` with `labels` in `0..num_classes`; every class needs a sample.
     pub fn fit(features: &[f64], labels: &[usize], num_classes: usize, dim: usize) -> Self {
-        let n = labels.len();
         let mut sums = vec![0.0; num_classes * dim];
         let mut counts = vec![0usize; num_classes];
         for (row, &y) in features.chunks_exact(dim).zip(labels) {
@@ -35,7 +34,7 @@ impl Mahalanobis {
             .zip(&counts)
             .flat_map(|(s, &c)| s.iter().map(move |v| v / c as f64))
             .collect();
-        let mut centred: Vec<f64> = features
+        let centred: Vec<f64> = features
             .chunks_exact(dim)
             .zip(labels)
             .flat_map(|(row, &y)| {
@@ -44,19 +43,7 @@ impl Mahalanobis {
             })
             .collect();
         // EmpiricalCovariance(assume_centered=False): subtract the mean again, divide by N.
-        let mut mean = vec![0.0; dim];
-        for row in centred.chunks_exact(dim) {
-            mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
-        }
-        mean.iter_mut().for_each(|m| *m /= n as f64);
-        for row in centred.chunks_exact_mut(dim) {
-            row.iter_mut().zip(&mean).for_each(|(v, m)| *v -= m);
-        }
-        let ct = crate::linalg::transpose(&centred, n, dim);
-        let cov: Vec<f64> = matmul_nt(&ct, &ct, dim, dim, n)
-            .into_iter()
-            .map(|v| v / n as f64)
-            .collect();
+        let cov = scatter(&centre(&centred, &column_means(&centred, dim)), dim);
         Self {
             class_means,
             precision: pinvh(&cov, dim),

@@ -10,7 +10,7 @@
 //! centres at the mean of the standardised training features instead. Upstream computes in
 //! float32; we compute in float64.
 
-use crate::linalg::{matmul_nt, pinv, transpose};
+use crate::linalg::{centre, column_means, matmul_nt, pinv, scatter};
 
 #[derive(Debug, Clone)]
 pub struct PalmMahalanobis {
@@ -29,15 +29,6 @@ fn normalize(features: &[f64], dim: usize) -> Vec<f64> {
             r.iter().map(move |v| v / norm)
         })
         .collect()
-}
-
-fn column_means(x: &[f64], dim: usize) -> Vec<f64> {
-    let n = x.len() / dim;
-    let mut m = vec![0.0; dim];
-    for r in x.chunks_exact(dim) {
-        m.iter_mut().zip(r).for_each(|(m, v)| *m += v);
-    }
-    m.into_iter().map(|v| v / n as f64).collect()
 }
 
 impl PalmMahalanobis {
@@ -62,15 +53,7 @@ impl PalmMahalanobis {
         let t = fitted.standardize(train_features);
         // np.cov(x.T, bias=True): centred at the standardised features' own mean, divided by N.
         let tm = column_means(&t, dim);
-        let centred: Vec<f64> = t
-            .chunks_exact(dim)
-            .flat_map(|r| r.iter().zip(&tm).map(|(v, m)| v - m))
-            .collect();
-        let ct = transpose(&centred, n, dim);
-        let cov: Vec<f64> = matmul_nt(&ct, &ct, dim, dim, n)
-            .into_iter()
-            .map(|v| v / n as f64)
-            .collect();
+        let cov = scatter(&centre(&t, &tm), dim);
         fitted.pinv = pinv(&cov, dim, dim);
         fitted.centre = if double_centering {
             fitted.mean.clone()

@@ -5,7 +5,7 @@
 //! score `logsumexp(z) - alpha ||(f - u) NS||`.
 
 use super::{Head, logsumexp};
-use crate::linalg::{matmul_nt, pinv, symmetric_eigen, transpose};
+use crate::linalg::{centre, matmul_nt, pinv, scatter, symmetric_eigen};
 
 #[derive(Debug, Clone)]
 pub struct Vim {
@@ -36,15 +36,7 @@ impl Vim {
                     .sum::<f64>()
             })
             .collect();
-        let centred: Vec<f64> = train_features
-            .chunks_exact(d)
-            .flat_map(|r| r.iter().zip(&u).map(|(v, u)| v - u))
-            .collect();
-        let ct = transpose(&centred, n, d);
-        let cov: Vec<f64> = matmul_nt(&ct, &ct, d, d, n)
-            .into_iter()
-            .map(|v| v / n as f64)
-            .collect();
+        let cov = scatter(&centre(train_features, &u), d);
         let (eigenvalues, vectors) = symmetric_eigen(&cov, d);
         let residual: Vec<f64> = vectors[principal..].concat();
         let mut vim = Self {
@@ -69,11 +61,7 @@ impl Vim {
         let d = self.dim;
         let n = features.len() / d;
         let r = self.residual.len() / d;
-        let centred: Vec<f64> = features
-            .chunks_exact(d)
-            .flat_map(|row| row.iter().zip(&self.u).map(|(v, u)| v - u))
-            .collect();
-        let proj = matmul_nt(&centred, &self.residual, n, r, d);
+        let proj = matmul_nt(&centre(features, &self.u), &self.residual, n, r, d);
         proj.chunks_exact(r.max(1))
             .map(|p| p.iter().map(|v| v * v).sum::<f64>().sqrt())
             .collect()
