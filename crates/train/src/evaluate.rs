@@ -74,23 +74,21 @@ pub fn infer(
     })
 }
 
-/// ODIN's scores of every image of `set`: the network runs on the autodiff flavour of `device`
-/// (still in inference mode) for the input gradient.
+/// ODIN's scores of every image of `set`. `net` is the inference-mode network moved to the
+/// autodiff device `ad`, for the input gradient.
 fn odin_scores(
-    model: &Classifier,
+    net: &Classifier,
     set: &Source,
     pipeline: &Pipeline,
     cfg: &ExperimentConfig,
-    device: &Device,
+    ad: &Device,
     odin: &Odin,
 ) -> Result<Vec<f64>, TrainError> {
-    let ad = device.clone().autodiff();
-    let net = model.clone().to_device(&ad);
     let mut conf = Vec::with_capacity(set.len());
     for batch in test_batches(set, pipeline, cfg) {
         let batch = batch?;
         let images: Vec<f64> = batch.images.iter().map(|&v| f64::from(v)).collect();
-        let out = odin.batch(|x| net.forward(x).logits, &images, batch.shape, &ad);
+        let out = odin.batch(|x| net.forward(x).logits, &images, batch.shape, ad);
         conf.extend(out.conf);
     }
     Ok(conf)
@@ -130,10 +128,13 @@ pub fn evaluate_model(
                 noise: *noise,
                 std: norm.std.map(f64::from),
             };
-            let conf = odin_scores(model, &data.test, &pipeline, cfg, device, &odin)?;
+            // One move of the (inference-mode) network to the autodiff device for every set.
+            let ad = device.clone().autodiff();
+            let net = model.clone().to_device(&ad);
+            let conf = odin_scores(&net, &data.test, &pipeline, cfg, &ad, &odin)?;
             id.external.push((pp.label().to_owned(), conf));
             for (o, (set, _)) in ood.iter_mut().zip(&data.ood) {
-                let conf = odin_scores(model, set, &pipeline, cfg, device, &odin)?;
+                let conf = odin_scores(&net, set, &pipeline, cfg, &ad, &odin)?;
                 o.outputs.external.push((pp.label().to_owned(), conf));
             }
         }
