@@ -2,6 +2,7 @@
 //! plain Rust on the CPU (DESIGN §3: run the network once, score many times).
 
 pub mod classification;
+pub mod conventions;
 pub mod linalg;
 pub mod metrics;
 pub mod postprocess;

@@ -88,7 +88,7 @@ fn first_at_least(x: &[f64], t: f64) -> Option<usize> {
 
 /// sklearn `_binary_clf_curve`: cumulative false and true positives at each distinct score,
 /// scores in decreasing order. Returns (fps, tps, thresholds).
-fn binary_clf_curve(y_true: &[bool], y_score: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub(crate) fn binary_clf_curve(y_true: &[bool], y_score: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     assert_eq!(y_true.len(), y_score.len(), "one label per score");
     let mut order: Vec<usize> = (0..y_score.len()).collect();
     // Descending; NaN scores are rejected by the callers' inputs (network outputs are checked).

@@ -4,13 +4,16 @@
 //! `{"id_accuracy": f, "postprocessors": {"<name>": {"datasets": {"<ood set>": {"group":
 //! "near"|"far", "auroc": f, "fpr95": f, "aupr_in": f, "aupr_out": f}}, "near": {..means},
 //! "far": {..means}}}}`, every metric a fraction in [0, 1]. Near/far rows are unweighted means
-//! over the sets of the group (OpenOOD v1.5, METHODS §8.6).
+//! over the sets of the group (OpenOOD v1.5, METHODS §8.6). `"convention"` names the metric
+//! rules (`openood` unless `[eval.convention]` picks a paper's, see `conventions.rs`); with
+//! repeated draws each set also carries `"std"`, the spread of its metrics over the draws.
 
-use crate::metrics::{OodMetrics, accuracy, ood_metrics};
+use crate::conventions::convention_metrics;
+use crate::metrics::{OodMetrics, accuracy};
 use crate::postprocess::Logits;
 use crate::postprocess::fitted::{Fitted, SetOutputs};
 use oodforge_core::Group;
-use oodforge_core::config::PostprocessorConfig;
+use oodforge_core::config::{MetricConvention, PostprocessorConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -27,6 +30,9 @@ pub struct DatasetResult {
     pub group: Group,
     #[serde(flatten)]
     pub metrics: OodMetrics,
+    /// Standard deviation over the convention's draws (`oe`, `energy`, `mixoe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<OodMetrics>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,8 +44,15 @@ pub struct PostprocessorResults {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Results {
+    /// The metric convention (`MetricConvention::label`).
+    #[serde(default = "openood")]
+    pub convention: String,
     pub id_accuracy: f64,
     pub postprocessors: BTreeMap<String, PostprocessorResults>,
+}
+
+fn openood() -> String {
+    "openood".into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,13 +101,14 @@ fn check(name: &str, logits: &Logits, classes: usize) -> Result<(), EvalError> {
     Ok(())
 }
 
-/// Score the ID test set and every OOD set with every (fitted) post-processor; OpenOOD metrics
-/// per set.
+/// Score the ID test set and every OOD set with every (fitted) post-processor; the metrics of
+/// `convention` per set.
 pub fn evaluate(
     id: &SetOutputs,
     id_labels: &[usize],
     ood: &[OodOutputs],
     postprocessors: &[(PostprocessorConfig, Fitted)],
+    convention: &MetricConvention,
 ) -> Result<Results, EvalError> {
     let id_logits = &id.logits;
     check("ID test", id_logits, id_logits.num_classes)?;
@@ -114,11 +128,13 @@ pub fn evaluate(
         let mut datasets = BTreeMap::new();
         for set in ood {
             let conf_ood = fitted.score(&set.outputs);
+            let m = convention_metrics(convention, &conf_id, &conf_ood);
             datasets.insert(
                 set.name.clone(),
                 DatasetResult {
                     group: set.group,
-                    metrics: ood_metrics(&conf_id, &conf_ood),
+                    metrics: m.mean,
+                    std: m.std,
                 },
             );
         }
@@ -134,6 +150,7 @@ pub fn evaluate(
         );
     }
     Ok(Results {
+        convention: convention.label().to_owned(),
         id_accuracy,
         postprocessors: out,
     })
@@ -208,9 +225,10 @@ impl Results {
             "# {title}\n\nID accuracy: {:.2}%\n\n",
             100.0 * self.id_accuracy
         );
-        s.push_str(
-            "| postprocessor | OOD set | group | AUROC ↑ | FPR@95 ↓ | AUPR-In ↑ | AUPR-Out ↑ |\n",
-        );
+        let (rate, rate_of) = self.rate_column();
+        s.push_str(&format!(
+            "| postprocessor | OOD set | group | AUROC ↑ | {rate} | AUPR-In ↑ | AUPR-Out ↑ |\n"
+        ));
         s.push_str("|---|---|---|---:|---:|---:|---:|\n");
         for r in self.rows() {
             let m = r.metrics;
@@ -224,15 +242,43 @@ impl Results {
                 r.postprocessor,
                 r.group.as_str(),
                 100.0 * m.auroc,
-                100.0 * m.fpr95,
+                100.0 * rate_of(m),
                 100.0 * m.aupr_in,
                 100.0 * m.aupr_out
             ));
         }
-        s.push_str(
-            "\nMetrics: OpenOOD v1.5 conventions (OOD positive; FPR@95 = share of ID flagged OOD at 95% OOD recall; trapezoid AUPR).\n",
-        );
+        s.push_str(&format!("\nMetrics: {}.\n", self.convention_note()));
         s
+    }
+
+    /// The FPR column's header and value: MixOE's papers print TNR@95 = 1 - FPR.
+    fn rate_column(&self) -> (&'static str, fn(&OodMetrics) -> f64) {
+        if self.convention == "mixoe" {
+            ("TNR@95 ↑", |m| 1.0 - m.fpr95)
+        } else {
+            ("FPR@95 ↓", |m| m.fpr95)
+        }
+    }
+
+    /// One sentence on how the numbers were computed, under every table.
+    pub fn convention_note(&self) -> &'static str {
+        match self.convention.as_str() {
+            "oe" => {
+                "Outlier Exposure's `display_results.py` (OOD positive; FPR at the OOD recall closest to 95%; average-precision AUPR; ID test / 5 OOD images per draw, mean of the draws)"
+            }
+            "energy" => {
+                "the energy repo's `test.py` (ID positive; FPR = share of OOD accepted at the ID recall closest to 95%; average-precision AUPR; ID test / 5 OOD images per draw, mean of the draws)"
+            }
+            "palm" => {
+                "PALM's `cal_metric` (ID positive; FPR = share of OOD above the 5th percentile of ID scores; AUROC as sklearn; AUPR as OpenOOD)"
+            }
+            "mixoe" => {
+                "MixOE's `calculate_log.py` (ID positive; TNR at the TPR closest to 95%; its own AUROC / AUIN / AUOUT; min(|ID|, |OOD|) samples of each side per draw, mean of the draws)"
+            }
+            _ => {
+                "OpenOOD v1.5 conventions (OOD positive; FPR@95 = share of ID flagged OOD at 95% OOD recall; trapezoid AUPR)"
+            }
+        }
     }
 
     /// `results.csv`: one line per set and group mean, metrics in percent (full precision in
@@ -265,9 +311,15 @@ impl Results {
                 .replace('%', "\\%")
                 .replace('&', "\\&")
         };
+        let (_, rate_of) = self.rate_column();
+        let rate = if self.convention == "mixoe" {
+            "TNR@95 $\\uparrow$"
+        } else {
+            "FPR@95 $\\downarrow$"
+        };
         let cell = |m: &Option<OodMetrics>| {
             m.as_ref().map_or("-- & --".to_owned(), |m| {
-                format!("{:.2} & {:.2}", 100.0 * m.fpr95, 100.0 * m.auroc)
+                format!("{:.2} & {:.2}", 100.0 * rate_of(m), 100.0 * m.auroc)
             })
         };
         let mut s =
@@ -275,7 +327,9 @@ impl Results {
         s.push_str(&format!("\\caption{{{}}}\n", esc(caption)));
         s.push_str("\\begin{tabular}{lccccc}\n\\toprule\n");
         s.push_str(" & \\multicolumn{2}{c}{near-OOD} & \\multicolumn{2}{c}{far-OOD} & \\\\\n");
-        s.push_str("Method & FPR@95 $\\downarrow$ & AUROC $\\uparrow$ & FPR@95 $\\downarrow$ & AUROC $\\uparrow$ & ID Acc. \\\\\n\\midrule\n");
+        s.push_str(&format!(
+            "Method & {rate} & AUROC $\\uparrow$ & {rate} & AUROC $\\uparrow$ & ID Acc. \\\\\n\\midrule\n"
+        ));
         for (pp, r) in &self.postprocessors {
             s.push_str(&format!(
                 "{} & {} & {} & {:.2} \\\\\n",
@@ -323,7 +377,14 @@ mod tests {
             outputs: logits(&[[0.0, 0.0, 0.0]]),
         };
         let pps = [plain(PostprocessorConfig::MaxLogit {})];
-        let r = evaluate(&id, &labels, &[near, far], &pps).unwrap();
+        let r = evaluate(
+            &id,
+            &labels,
+            &[near, far],
+            &pps,
+            &MetricConvention::default(),
+        )
+        .unwrap();
         assert_eq!(r.id_accuracy, 0.75);
         let ml = &r.postprocessors["maxlogit"];
         // ID max logits 5,4,6,3; set a: 1 and 4.5 -> pairs won: 1 beats all 4, 4.5 beats 2 of 4.
@@ -363,9 +424,49 @@ mod tests {
     }
 
     #[test]
+    fn a_paper_convention_is_recorded_with_its_spread_and_its_column() {
+        let rows: Vec<[f32; 3]> = (0..12).map(|i| [i as f32, 0.0, 0.0]).collect();
+        let id = logits(&rows);
+        let labels = vec![0; 12];
+        let ood = OodOutputs {
+            name: "a".into(),
+            group: Group::Far,
+            outputs: logits(&[[1.5, 0.0, 0.0], [4.5, 0.0, 0.0], [0.5, 0.0, 0.0]]),
+        };
+        let pps = [plain(PostprocessorConfig::MaxLogit {})];
+        let mixoe = MetricConvention::from_name("mixoe").unwrap();
+        let r = evaluate(&id, &labels, std::slice::from_ref(&ood), &pps, &mixoe).unwrap();
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["convention"], "mixoe");
+        let set = &json["postprocessors"]["maxlogit"]["datasets"]["a"];
+        assert!(set["std"]["auroc"].as_f64().unwrap() > 0.0, "{set}");
+        let md = r.to_markdown("t");
+        assert!(
+            md.contains("TNR@95 ↑") && md.contains("calculate_log.py"),
+            "{md}"
+        );
+        assert!(r.to_latex("t").contains("TNR@95"));
+        // The default records `openood` and no spread; an old results.json without the key
+        // reads back as OpenOOD.
+        let r = evaluate(&id, &labels, &[ood], &pps, &MetricConvention::default()).unwrap();
+        let mut json = serde_json::to_value(&r).unwrap();
+        assert!(json["postprocessors"]["maxlogit"]["datasets"]["a"]["std"].is_null());
+        json.as_object_mut().unwrap().remove("convention");
+        let back: Results = serde_json::from_value(json).unwrap();
+        assert_eq!(back.convention, "openood");
+    }
+
+    #[test]
     fn non_finite_logits_are_an_error_not_a_number() {
         let id = logits(&[[f32::NAN, 0.0, 0.0]]);
-        let e = evaluate(&id, &[0], &[], &[plain(PostprocessorConfig::Msp {})]).unwrap_err();
+        let e = evaluate(
+            &id,
+            &[0],
+            &[],
+            &[plain(PostprocessorConfig::Msp {})],
+            &MetricConvention::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("non-finite"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 //! `compute_all_metrics(conf, label, pred)` and `fpr_recall(conf, label, 0.95)` on the stored
 //! inputs, plus `roc_curve(ood, -conf)` itself.
 
+use oodforge_eval::conventions::average_precision;
 use oodforge_eval::metrics::{accuracy, fpr_at_id_recall, ood_metrics_labeled, roc_curve};
 use oodforge_testutil::{array, assert_close, golden_files, num};
 
@@ -102,6 +103,24 @@ fn openood_metrics_match_every_golden_case() {
                 &format!("{name}.fpr_recall.threshold"),
                 &[threshold],
                 &[num(&want["threshold"])],
+                rtol,
+                atol,
+            );
+            // OE / energy's AUPR (`sklearn.metrics.average_precision_score`, the step rule), both
+            // directions, as the fixture's `sklearn_crosscheck` records them.
+            let cross = &case["sklearn_crosscheck"];
+            let is_id: Vec<bool> = is_ood.iter().map(|o| !o).collect();
+            assert_close(
+                &format!("{name}.average_precision(1-ood, conf)"),
+                &[average_precision(&is_id, &conf)],
+                &[num(&cross["average_precision_score(1-ood, conf)"])],
+                rtol,
+                atol,
+            );
+            assert_close(
+                &format!("{name}.average_precision(ood, -conf)"),
+                &[average_precision(&is_ood, &neg)],
+                &[num(&cross["average_precision_score(ood, -conf)"])],
                 rtol,
                 atol,
             );

@@ -189,7 +189,7 @@ pub fn evaluate_model(
         .map(|pp| Ok((pp.clone(), Fitted::fit(pp, reference.as_ref())?)))
         .collect::<Result<Vec<_>, oodforge_eval::EvalError>>()?;
     let labels: Vec<usize> = (0..data.test.len()).map(|i| data.test.label(i)).collect();
-    Ok(evaluate(&id, &labels, &ood, &fitted)?)
+    Ok(evaluate(&id, &labels, &ood, &fitted, &cfg.eval.convention)?)
 }
 
 pub fn write_results(dir: &Path, title: &str, results: &Results) -> Result<(), TrainError> {

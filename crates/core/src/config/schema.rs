@@ -840,6 +840,10 @@ pub struct EvalConfig {
     /// Evaluate right after training.
     #[serde(default = "defaults::yes")]
     pub after_training: bool,
+    /// How the metrics are computed: OpenOOD v1.5 by default, or a paper's own code
+    /// (METHODS §1), so that paper's numbers can be reproduced.
+    #[serde(default)]
+    pub convention: MetricConvention,
 }
 
 impl Default for EvalConfig {
@@ -847,8 +851,98 @@ impl Default for EvalConfig {
         Self {
             postprocessors: defaults::postprocessors(),
             after_training: true,
+            convention: MetricConvention::default(),
         }
     }
+}
+
+/// The five metric conventions of the sources (METHODS §1), tagged by `name`:
+/// `[eval.convention] name = "oe"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", deny_unknown_fields)]
+pub enum MetricConvention {
+    /// OpenOOD v1.5 (`openood/evaluators/metrics.py`): OOD positive, FPR at the first ROC point
+    /// with 95% OOD recall, trapezoid AUPR, full sets.
+    #[serde(rename = "openood")]
+    OpenOod {},
+    /// Outlier Exposure's `utils/display_results.py` with OOD positive: FPR at the ROC point whose
+    /// OOD recall is *closest* to 0.95, average-precision AUPR, `ood_samples` OOD images
+    /// (default: ID test size / 5) drawn `draws` times and averaged.
+    #[serde(rename = "oe")]
+    Oe {
+        #[serde(default = "defaults::convention_draws")]
+        draws: usize,
+        #[serde(default)]
+        ood_samples: Option<usize>,
+        #[serde(default)]
+        seed: u64,
+    },
+    /// The energy repo's `CIFAR/test.py` default: the same helpers as `oe` with **ID positive**
+    /// (FPR = share of OOD accepted at 95% ID recall).
+    #[serde(rename = "energy")]
+    Energy {
+        #[serde(default = "defaults::convention_draws")]
+        draws: usize,
+        #[serde(default)]
+        ood_samples: Option<usize>,
+        #[serde(default)]
+        seed: u64,
+    },
+    /// PALM's `cal_metric`: FPR = share of OOD scoring above the 5th percentile of the ID
+    /// scores (strict), full sets.
+    #[serde(rename = "palm")]
+    Palm {},
+    /// MixOE's `calculate_log.py`: TNR at the TPR closest to 95% (ID positive) and its own
+    /// trapezoid AUROC / AUIN / AUOUT, on `min(|ID|, |OOD|)` samples of each side drawn `draws`
+    /// times without replacement; mean and standard deviation over the draws.
+    #[serde(rename = "mixoe")]
+    MixOe {
+        #[serde(default = "defaults::convention_draws")]
+        draws: usize,
+        #[serde(default)]
+        seed: u64,
+    },
+}
+
+impl Default for MetricConvention {
+    fn default() -> Self {
+        Self::OpenOod {}
+    }
+}
+
+impl MetricConvention {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::OpenOod {} => "openood",
+            Self::Oe { .. } => "oe",
+            Self::Energy { .. } => "energy",
+            Self::Palm {} => "palm",
+            Self::MixOe { .. } => "mixoe",
+        }
+    }
+
+    /// The convention of `name` with its default settings (`eval --convention NAME`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let draws = defaults::convention_draws();
+        Some(match name {
+            "openood" => Self::OpenOod {},
+            "oe" => Self::Oe {
+                draws,
+                ood_samples: None,
+                seed: 0,
+            },
+            "energy" => Self::Energy {
+                draws,
+                ood_samples: None,
+                seed: 0,
+            },
+            "palm" => Self::Palm {},
+            "mixoe" => Self::MixOe { draws, seed: 0 },
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: [&'static str; 5] = ["openood", "oe", "energy", "palm", "mixoe"];
 }
 
 /// OOD scores, tagged by `name`. All are "higher = more in-distribution" (OpenOOD convention).
@@ -1021,6 +1115,10 @@ pub(crate) mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    /// OE / energy `--num_to_avg 10`; MixOE's 10 draws.
+    pub fn convention_draws() -> usize {
+        10
     }
     pub fn projection_hidden() -> usize {
         512

@@ -652,3 +652,35 @@ fn postprocessors_take_openood_defaults_and_reject_bad_settings() {
     let e = err(dir.path(), &with(r#"{ name = "knn", K = 5 }"#));
     assert!(e.contains("unknown field `K`"), "{e}");
 }
+
+#[test]
+fn metric_conventions_default_to_openood_and_check_their_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = load(&write(dir.path(), "m.toml", MINIMAL), &[]).unwrap();
+    assert_eq!(r.config.eval.convention, MetricConvention::OpenOod {});
+    let with = |c: &str| format!("{MINIMAL}\n[eval.convention]\n{c}\n");
+    let r = load(&write(dir.path(), "oe.toml", &with(r#"name = "oe""#)), &[]).unwrap();
+    assert_eq!(
+        r.config.eval.convention,
+        MetricConvention::Oe {
+            draws: 10,
+            ood_samples: None,
+            seed: 0
+        }
+    );
+    assert_eq!(
+        Some(r.config.eval.convention),
+        MetricConvention::from_name("oe")
+    );
+    for name in MetricConvention::NAMES {
+        assert_eq!(MetricConvention::from_name(name).unwrap().label(), name);
+    }
+    let e = err(dir.path(), &with("name = \"mixoe\"\ndraws = 0"));
+    assert!(e.contains("eval.convention.draws"), "{e}");
+    let e = err(dir.path(), &with("name = \"energy\"\nood_samples = 0"));
+    assert!(e.contains("eval.convention.ood_samples"), "{e}");
+    let e = err(dir.path(), &with("name = \"palm\"\ndraws = 3"));
+    assert!(e.contains("unknown field `draws`"), "{e}");
+    let e = err(dir.path(), &with(r#"name = "hendrycks""#));
+    assert!(e.contains("openood") && e.contains("mixoe"), "{e}");
+}

@@ -661,6 +661,34 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
             _ => {}
         }
     }
+    match &c.eval.convention {
+        MetricConvention::Oe {
+            draws, ood_samples, ..
+        }
+        | MetricConvention::Energy {
+            draws, ood_samples, ..
+        } => {
+            if *draws == 0 {
+                bad(
+                    "eval.convention.draws",
+                    "0 is not allowed, expected >= 1".into(),
+                );
+            }
+            if *ood_samples == Some(0) {
+                bad(
+                    "eval.convention.ood_samples",
+                    "0 is not allowed, expected >= 1 (or leave it out for ID test size / 5)".into(),
+                );
+            }
+        }
+        MetricConvention::MixOe { draws, .. } if *draws == 0 => {
+            bad(
+                "eval.convention.draws",
+                "0 is not allowed, expected >= 1".into(),
+            );
+        }
+        _ => {}
+    }
 
     out
 }
