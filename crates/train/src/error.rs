@@ -10,6 +10,11 @@ pub enum TrainError {
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error(transparent)]
     Eval(#[from] oodforge_eval::EvalError),
+    /// A command-line option that cannot apply (names the flag and what is allowed).
+    #[error("{0}")]
+    Options(String),
+    #[error(transparent)]
+    Cache(#[from] oodforge_eval::cache::CacheError),
     #[error(transparent)]
     Data(#[from] oodforge_data::DataError),
     #[error(transparent)]

@@ -13,12 +13,103 @@ use oodforge_core::config::PostprocessorConfig;
 use oodforge_core::config::{BackendChoice, ExperimentConfig};
 use oodforge_core::rng::Purpose;
 use oodforge_data::{Datasets, Normalizer, Pipeline, Prefetch, Source, loader, make_batch};
+use oodforge_eval::cache::{self, CacheError};
 use oodforge_eval::postprocess::Head;
 use oodforge_eval::postprocess::fitted::{needs_features, needs_train_features};
 use oodforge_eval::{Fitted, Logits, OodOutputs, Reference, Results, SetOutputs, evaluate};
 use oodforge_models::Classifier;
-use std::path::Path;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 use tracing::{info, warn};
+
+/// The run folder's `outputs/`: network outputs per dataset, keyed by the weights that produced
+/// them (see `oodforge_eval::cache`).
+#[derive(Debug, Clone)]
+pub struct OutputCache {
+    pub dir: PathBuf,
+    /// SHA-256 of the checkpoint or weights file.
+    pub model_key: String,
+}
+
+impl OutputCache {
+    pub const DIR: &'static str = "outputs";
+
+    /// The cache of `run_dir` for the weights in `weights`: a weights file, or a checkpoint
+    /// folder (its `model.bpk`; the normaliser of its state enters through the pipeline).
+    pub fn new(run_dir: &Path, weights: &Path) -> Result<Self, TrainError> {
+        let file = if weights.is_dir() {
+            weights.join("model.bpk")
+        } else {
+            weights.to_path_buf()
+        };
+        let bytes = std::fs::read(&file).map_err(|source| TrainError::Io { path: file, source })?;
+        Ok(Self {
+            dir: run_dir.join(Self::DIR),
+            model_key: oodforge_core::config::hex(&Sha256::digest(&bytes)),
+        })
+    }
+
+    /// What a set's outputs depend on: the weights, the set's listing and the test transform.
+    fn key(&self, set: &Source, pipeline: &Pipeline, extra: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.model_key.as_bytes());
+        h.update(set.fingerprint().as_bytes());
+        h.update(format!("{pipeline:?}{extra}").as_bytes());
+        oodforge_core::config::hex(&h.finalize())
+    }
+
+    fn path(&self, stem: &str) -> PathBuf {
+        let clean: String = stem
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join(format!("{clean}.safetensors"))
+    }
+}
+
+fn cache_err(e: CacheError) -> TrainError {
+    TrainError::Cache(e)
+}
+
+/// `infer`, through the cache when there is one: a stored file with the same key (and the
+/// features, when they are needed) is read instead of running the network.
+#[allow(clippy::too_many_arguments)]
+fn outputs(
+    cache: Option<&OutputCache>,
+    stem: &str,
+    model: &Classifier,
+    set: &Source,
+    pipeline: &Pipeline,
+    cfg: &ExperimentConfig,
+    device: &Device,
+    features: bool,
+    with_labels: bool,
+) -> Result<SetOutputs, TrainError> {
+    let Some(cache) = cache else {
+        return infer(model, set, pipeline, cfg, device, features);
+    };
+    let (path, key) = (cache.path(stem), cache.key(set, pipeline, ""));
+    match cache::read_set(&path, &key, features) {
+        Ok(Some(hit)) if hit.outputs.logits.len() == set.len() => {
+            info!(set = set.name(), file = %path.display(), "cached outputs");
+            return Ok(hit.outputs);
+        }
+        Ok(_) => {}
+        // A damaged cache is recomputed, not fatal: it holds nothing that cannot be rebuilt.
+        Err(e) => warn!("{e}; recomputing"),
+    }
+    let out = infer(model, set, pipeline, cfg, device, features)?;
+    let labels: Option<Vec<usize>> =
+        with_labels.then(|| (0..set.len()).map(|i| set.label(i)).collect());
+    cache::write_set(&path, &key, &out, labels.as_deref()).map_err(cache_err)?;
+    Ok(out)
+}
 
 /// Batches of `set` under the test transform, decoded ahead on the loader's threads.
 fn test_batches(
@@ -74,9 +165,41 @@ pub fn infer(
     })
 }
 
-/// ODIN's scores of every image of `set`. `net` is the inference-mode network moved to the
-/// autodiff device `ad`, for the input gradient.
+/// ODIN's scores of every image of `set` (cached per setting). `net` is the inference-mode
+/// network moved to the autodiff device `ad`, for the input gradient.
+#[allow(clippy::too_many_arguments)]
 fn odin_scores(
+    cache: Option<&OutputCache>,
+    stem: &str,
+    net: &Classifier,
+    set: &Source,
+    pipeline: &Pipeline,
+    cfg: &ExperimentConfig,
+    ad: &Device,
+    odin: &Odin,
+) -> Result<Vec<f64>, TrainError> {
+    let setting = format!("odin_t{}_n{}", odin.temperature, odin.noise);
+    let place = cache.map(|c| {
+        (
+            c.path(&format!("{stem}.{setting}")),
+            c.key(set, pipeline, &setting),
+        )
+    });
+    if let Some((path, key)) = &place {
+        match cache::read_scores(path, key) {
+            Ok(Some(conf)) if conf.len() == set.len() => return Ok(conf),
+            Ok(_) => {}
+            Err(e) => warn!("{e}; recomputing"),
+        }
+    }
+    let conf = odin_pass(net, set, pipeline, cfg, ad, odin)?;
+    if let Some((path, key)) = &place {
+        cache::write_scores(path, key, &conf).map_err(cache_err)?;
+    }
+    Ok(conf)
+}
+
+fn odin_pass(
     net: &Classifier,
     set: &Source,
     pipeline: &Pipeline,
@@ -104,6 +227,7 @@ pub fn evaluate_model(
     norm: &Normalizer,
     cfg: &ExperimentConfig,
     device: &Device,
+    cache: Option<&OutputCache>,
 ) -> Result<Results, TrainError> {
     let pipeline = Pipeline::Test {
         pre_size: cfg.data.pre_size.unwrap_or(cfg.data.image_size),
@@ -112,13 +236,19 @@ pub fn evaluate_model(
     };
     let pps = &cfg.eval.postprocessors;
     let features = pps.iter().any(needs_features);
-    let mut id = infer(model, &data.test, &pipeline, cfg, device, features)?;
+    let run = |stem: &str, set: &Source, features: bool, labels: bool| {
+        outputs(
+            cache, stem, model, set, &pipeline, cfg, device, features, labels,
+        )
+    };
+    let ood_stem = |set: &Source| format!("ood_{}", set.name());
+    let mut id = run("id_test", &data.test, features, true)?;
     let mut ood = Vec::new();
     for (set, group) in &data.ood {
         ood.push(OodOutputs {
             name: set.name().to_owned(),
             group: *group,
-            outputs: infer(model, set, &pipeline, cfg, device, features)?,
+            outputs: run(&ood_stem(set), set, features, false)?,
         });
     }
     for pp in pps {
@@ -131,10 +261,13 @@ pub fn evaluate_model(
             // One move of the (inference-mode) network to the autodiff device for every set.
             let ad = device.clone().autodiff();
             let net = model.clone().to_device(&ad);
-            let conf = odin_scores(&net, &data.test, &pipeline, cfg, &ad, &odin)?;
+            let conf = odin_scores(
+                cache, "id_test", &net, &data.test, &pipeline, cfg, &ad, &odin,
+            )?;
             id.external.push((pp.label().to_owned(), conf));
             for (o, (set, _)) in ood.iter_mut().zip(&data.ood) {
-                let conf = odin_scores(&net, set, &pipeline, cfg, &ad, &odin)?;
+                let conf =
+                    odin_scores(cache, &ood_stem(set), &net, set, &pipeline, cfg, &ad, &odin)?;
                 o.outputs.external.push((pp.label().to_owned(), conf));
             }
         }
@@ -157,7 +290,7 @@ pub fn evaluate_model(
     });
     let train = if pps.iter().any(needs_train_features) {
         info!("fitting post-processors on the ID training features");
-        let out = infer(model, &data.train, &pipeline, cfg, device, true)?;
+        let out = run("id_train", &data.train, true, true)?;
         let labels: Vec<usize> = (0..data.train.len()).map(|i| data.train.label(i)).collect();
         Some((out.features, labels))
     } else {
@@ -167,7 +300,7 @@ pub fn evaluate_model(
         .iter()
         .any(|p| matches!(p, PostprocessorConfig::React { .. }));
     let val = match (&data.val, needs_val) {
-        (Some(v), true) => Some(infer(model, v, &pipeline, cfg, device, true)?.features),
+        (Some(v), true) => Some(run("id_val", v, true, true)?.features),
         (None, true) => {
             warn!(
                 "the ID data have no validation split: ReAct's percentile is taken over the ID training features instead"
@@ -207,12 +340,97 @@ pub fn write_results(dir: &Path, title: &str, results: &Results) -> Result<(), T
     Ok(())
 }
 
+/// What `eval` may change about an evaluation: everything under `[eval]`, which OOD sets are
+/// scored, and where the tables go. The network, data and weights stay those of the run.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    pub backend: Option<BackendChoice>,
+    /// `KEY=VALUE` overrides; with `--run` only `eval.*` keys.
+    pub overrides: Vec<String>,
+    /// Post-processor names (each with OpenOOD's default settings), replacing the config's list.
+    pub postprocessors: Option<Vec<String>>,
+    /// A metric convention name (`openood`, `oe`, `energy`, `palm`, `mixoe`).
+    pub convention: Option<String>,
+    /// Only these OOD sets (by name).
+    pub ood_sets: Option<Vec<String>>,
+    /// Folder for the tables; the run folder when `None`.
+    pub out: Option<PathBuf>,
+}
+
+impl EvalOptions {
+    /// The option flags as config overrides (after `--set`), so they are validated like a config.
+    fn all_overrides(&self) -> Result<Vec<String>, TrainError> {
+        let mut out = self.overrides.clone();
+        if let Some(names) = &self.postprocessors {
+            let list: Vec<String> = names
+                .iter()
+                .map(|n| format!("{{ name = \"{}\" }}", n.trim()))
+                .collect();
+            out.push(format!("eval.postprocessors=[{}]", list.join(", ")));
+        }
+        if let Some(name) = &self.convention {
+            if oodforge_core::config::MetricConvention::from_name(name).is_none() {
+                return Err(TrainError::Options(format!(
+                    "--convention `{name}` is unknown, expected one of {}",
+                    oodforge_core::config::MetricConvention::NAMES.join(", ")
+                )));
+            }
+            out.push(format!("eval.convention={{ name = \"{name}\" }}"));
+        }
+        Ok(out)
+    }
+}
+
+/// Keep only the OOD sets `names` lists; an unknown name is an error listing the known ones.
+fn select_ood(data: &mut Datasets, names: &Option<Vec<String>>) -> Result<(), TrainError> {
+    let Some(names) = names else {
+        return Ok(());
+    };
+    let known: Vec<String> = data.ood.iter().map(|(s, _)| s.name().to_owned()).collect();
+    for n in names {
+        if !known.contains(n) {
+            return Err(TrainError::Options(format!(
+                "--ood `{n}` is not an OOD set of this config, expected some of: {}",
+                known.join(", ")
+            )));
+        }
+    }
+    data.ood
+        .retain(|(s, _)| names.iter().any(|n| n == s.name()));
+    Ok(())
+}
+
 /// `eval --run DIR`: evaluate the last checkpoint of a run and (re)write its results.
 pub fn evaluate_run(
     dir: &Path,
     backend_override: Option<BackendChoice>,
 ) -> Result<Results, TrainError> {
-    let resolved = read_resolved(dir)?;
+    evaluate_run_with(
+        dir,
+        &EvalOptions {
+            backend: backend_override,
+            ..Default::default()
+        },
+    )
+}
+
+/// `eval --run DIR [options]`: the last checkpoint of a run, with the `[eval]` section, OOD sets
+/// and output folder of `options`. Network outputs come from (and go to) the run's `outputs/`.
+pub fn evaluate_run_with(dir: &Path, options: &EvalOptions) -> Result<Results, TrainError> {
+    let overrides = options.all_overrides()?;
+    if let Some(bad) = overrides
+        .iter()
+        .find(|o| !o.trim_start().starts_with("eval."))
+    {
+        return Err(TrainError::Options(format!(
+            "--set `{bad}`: a trained run keeps its model, data and training settings; only `eval.*` keys can be changed (use `eval --config` to evaluate other settings)"
+        )));
+    }
+    let resolved = if overrides.is_empty() {
+        read_resolved(dir)?
+    } else {
+        oodforge_core::config::load(&dir.join(run::RESOLVED), &overrides)?
+    };
     let cfg = &resolved.config;
     let ckpt = checkpoint::latest(&dir.join(run::CHECKPOINTS))?.ok_or_else(|| {
         TrainError::NothingToEvaluate {
@@ -220,7 +438,7 @@ pub fn evaluate_run(
         }
     })?;
     let state = checkpoint::load_state(&ckpt)?;
-    let selected = backend::select(backend_override.unwrap_or(cfg.backend))?;
+    let selected = backend::select(options.backend.unwrap_or(cfg.backend))?;
     info!(backend = selected.name, adapter = %selected.adapter, checkpoint = %ckpt.display(), "evaluating");
     if state.epoch < cfg.train.epochs {
         warn!(
@@ -228,7 +446,7 @@ pub fn evaluate_run(
             state.epoch, cfg.train.epochs
         );
     }
-    let data = Datasets::load(&cfg.data)?;
+    let mut data = Datasets::load(&cfg.data)?;
     if let Ok(manifest) = Manifest::read(dir) {
         for entry in &manifest.datasets {
             let now = std::iter::once(&data.train)
@@ -246,6 +464,7 @@ pub fn evaluate_run(
             }
         }
     }
+    select_ood(&mut data, &options.ood_sets)?;
     let model = Classifier::new(
         &cfg.model,
         data.num_classes,
@@ -253,8 +472,21 @@ pub fn evaluate_run(
         &selected.device,
     );
     let model = checkpoint::load_model(&ckpt, model)?;
-    let results = evaluate_model(&model, &data, &state.normalizer, cfg, &selected.device)?;
-    write_results(dir, &cfg.name, &results)?;
+    let cache = OutputCache::new(dir, &ckpt)?;
+    let results = evaluate_model(
+        &model,
+        &data,
+        &state.normalizer,
+        cfg,
+        &selected.device,
+        Some(&cache),
+    )?;
+    let out = options.out.as_deref().unwrap_or(dir);
+    std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    write_results(out, &cfg.name, &results)?;
     Ok(results)
 }
 
@@ -267,7 +499,25 @@ pub fn evaluate_weights(
     out: &Path,
     backend_override: Option<BackendChoice>,
 ) -> Result<Results, TrainError> {
-    let resolved = oodforge_core::config::load(config, overrides)?;
+    evaluate_weights_with(
+        config,
+        out,
+        &EvalOptions {
+            backend: backend_override,
+            overrides: overrides.to_vec(),
+            ..Default::default()
+        },
+    )
+}
+
+/// `eval --config FILE --out DIR [options]`.
+pub fn evaluate_weights_with(
+    config: &Path,
+    out: &Path,
+    options: &EvalOptions,
+) -> Result<Results, TrainError> {
+    let backend_override = options.backend;
+    let resolved = oodforge_core::config::load(config, &options.all_overrides()?)?;
     let cfg = &resolved.config;
     let Some(weights) = &cfg.model.weights else {
         return Err(TrainError::NoWeights {
@@ -275,7 +525,8 @@ pub fn evaluate_weights(
         });
     };
     let selected = backend::select(backend_override.unwrap_or(cfg.backend))?;
-    let data = Datasets::load(&cfg.data)?;
+    let mut data = Datasets::load(&cfg.data)?;
+    select_ood(&mut data, &options.ood_sets)?;
     let mut model = Classifier::new(
         &cfg.model,
         data.num_classes,
@@ -286,7 +537,8 @@ pub fn evaluate_weights(
         oodforge_models::load_weights(&mut model, Path::new(&weights.path), weights.reset_head)?;
     info!(backend = selected.name, weights = %weights.path, tensors = report.loaded, "evaluating imported weights");
     let norm = data.normalizer(&cfg.data)?;
-    let results = evaluate_model(&model, &data, &norm, cfg, &selected.device)?;
+    let cache = OutputCache::new(out, Path::new(&weights.path))?;
+    let results = evaluate_model(&model, &data, &norm, cfg, &selected.device, Some(&cache))?;
     std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
         path: out.to_path_buf(),
         source,

@@ -10,5 +10,8 @@ pub mod schedule;
 pub mod trainer;
 
 pub use error::TrainError;
-pub use evaluate::{evaluate_run, evaluate_weights};
+pub use evaluate::{
+    EvalOptions, OutputCache, evaluate_run, evaluate_run_with, evaluate_weights,
+    evaluate_weights_with,
+};
 pub use trainer::{TrainOptions, TrainOutcome, resume, train};

@@ -4,7 +4,7 @@
 
 use crate::checkpoint::{self, TrainState};
 use crate::error::TrainError;
-use crate::evaluate::{evaluate_model, write_results};
+use crate::evaluate::{OutputCache, evaluate_model, write_results};
 use crate::run::{self, DatasetEntry, Manifest, MetricsLog, NewRun};
 use crate::schedule::Schedule;
 use burn::module::Module;
@@ -390,7 +390,13 @@ fn execute(
 
     let results = if finished && cfg.eval.after_training {
         let model = model.valid();
-        let results = evaluate_model(&model, &data, &norm, cfg, &selected.device)?;
+        // The outputs are cached under the final checkpoint, so `eval --run` with other
+        // post-processors or conventions reuses them without running the network.
+        let cache = match checkpoint::latest(&ckpt_dir)? {
+            Some(last) => Some(OutputCache::new(dir, &last)?),
+            None => None,
+        };
+        let results = evaluate_model(&model, &data, &norm, cfg, &selected.device, cache.as_ref())?;
         write_results(dir, &cfg.name, &results)?;
         Some(results)
     } else {

@@ -3,7 +3,8 @@
 //! over the built-in data.
 
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfig};
-use oodforge_train::{TrainOptions, train};
+use oodforge_eval::cache;
+use oodforge_train::{EvalOptions, TrainOptions, evaluate_run_with, train};
 use std::path::Path;
 
 fn config() -> ResolvedConfig {
@@ -93,4 +94,91 @@ fn every_postprocessor_scores_a_trained_model() {
         tex.contains("palm\\_mds & ") && tex.contains("\\bottomrule"),
         "{tex}"
     );
+
+    // The network's outputs are cached in the run folder, one file per set (ODIN per setting).
+    let outputs = dir.path().join("run/outputs");
+    for f in [
+        "id_test",
+        "id_train",
+        "ood_textures",
+        "ood_noise",
+        "id_test.odin_t1_n0",
+        "ood_textures.odin_t1_n0",
+    ] {
+        assert!(outputs.join(format!("{f}.safetensors")).is_file(), "{f}");
+    }
+    let test = cache::read_set(
+        &outputs.join("id_test.safetensors"),
+        &cache::stored_key(&outputs.join("id_test.safetensors"))
+            .unwrap()
+            .unwrap(),
+        true,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(test.labels.as_ref().map(Vec::len), Some(36));
+    assert_eq!(
+        test.outputs.features.len(),
+        36 * 32,
+        "resnet10 width 4: 32 features"
+    );
+
+    // `eval --run` re-scores the cached outputs: doctor one OOD set's cached logits (same key)
+    // and the new table must see the doctored values, i.e. the network did not run again.
+    let run = dir.path().join("run");
+    let noise = outputs.join("ood_noise.safetensors");
+    let key = cache::stored_key(&noise).unwrap().unwrap();
+    let mut doctored = cache::read_set(&noise, &key, true).unwrap().unwrap();
+    // Every noise image now looks maximally ID to MaxLogit.
+    for v in doctored.outputs.logits.data.iter_mut() {
+        *v += 1000.0;
+    }
+    cache::write_set(&noise, &key, &doctored.outputs, None).unwrap();
+    let options = EvalOptions {
+        backend: Some(BackendChoice::Flex),
+        postprocessors: Some(vec!["maxlogit".into(), "knn".into()]),
+        convention: Some("oe".into()),
+        ood_sets: Some(vec!["noise".into(), "textures".into()]),
+        out: Some(run.join("eval-oe")),
+        ..Default::default()
+    };
+    let again = evaluate_run_with(&run, &options).unwrap();
+    assert_eq!(again.convention, "oe");
+    let names: Vec<&str> = again.postprocessors.keys().map(String::as_str).collect();
+    assert_eq!(names, ["knn", "maxlogit"]);
+    let ml = &again.postprocessors["maxlogit"];
+    assert_eq!(ml.datasets.len(), 2);
+    assert_eq!(
+        ml.datasets["noise"].metrics.auroc, 0.0,
+        "doctored cache read"
+    );
+    assert!(ml.datasets["noise"].std.is_some(), "10 OE draws");
+    assert!(run.join("eval-oe/results.json").is_file());
+    // The run's own table is untouched.
+    let mine: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    assert_eq!(mine["convention"], "openood");
+
+    // Model and data settings of a trained run cannot be changed at evaluation; names are checked.
+    let refuse = |o: EvalOptions| evaluate_run_with(&run, &o).unwrap_err().to_string();
+    let e = refuse(EvalOptions {
+        overrides: vec!["data.eval_batch_size=8".into()],
+        ..Default::default()
+    });
+    assert!(e.contains("only `eval.*` keys"), "{e}");
+    let e = refuse(EvalOptions {
+        ood_sets: Some(vec!["svhn".into()]),
+        ..Default::default()
+    });
+    assert!(e.contains("`svhn`") && e.contains("textures"), "{e}");
+    let e = refuse(EvalOptions {
+        convention: Some("hendrycks".into()),
+        ..Default::default()
+    });
+    assert!(e.contains("mixoe"), "{e}");
+    let e = refuse(EvalOptions {
+        postprocessors: Some(vec!["mahalanobis".into()]),
+        ..Default::default()
+    });
+    assert!(e.contains("mahalanobis") && e.contains("mds"), "{e}");
 }

@@ -4,6 +4,13 @@
 //! `eval --config FILE --out DIR`: evaluate the weights a config's `model.weights` names
 //! (OpenOOD's released `resnet18_32x32` checkpoints, OE WRN snapshots, torchvision / timm
 //! weights) on that config's data, without training.
+//!
+//! Either way the network runs once per dataset: its outputs are cached in `outputs/` of the
+//! run (or `--out`) folder, and a second `eval` with other post-processors, settings or metric
+//! convention only re-scores them:
+//!
+//!     eval --run runs/x --postprocessors msp,knn,vim --convention oe --out runs/x/eval-oe
+//!     eval --run runs/x --set 'eval.postprocessors=[{name="knn", k=200}]' --ood textures
 
 use clap::{ArgGroup, Parser};
 use oodforge_cli::{init_logging, parse_backend, report};
@@ -25,10 +32,23 @@ struct Args {
     /// Experiment config whose `model.weights` names the checkpoint to evaluate.
     #[arg(long, requires = "out")]
     config: Option<PathBuf>,
-    /// Override a config key (with --config), e.g. `--set model.weights.path=x.ckpt`. Repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+    /// Override a config key, e.g. `--set model.weights.path=x.ckpt` (with --config) or
+    /// `--set eval.postprocessors=[{name="knn",k=100}]` (with --run: `eval.*` keys only).
+    /// Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Folder for results.json / results.md (with --config).
+    /// Post-processors to evaluate, comma-separated, each with OpenOOD's defaults: msp, maxlogit,
+    /// energy, odin, gen, mds, palm_mds, knn, vim, react, ash.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    postprocessors: Option<Vec<String>>,
+    /// Metric convention: openood (default), oe, energy, palm, mixoe (METHODS §1).
+    #[arg(long, value_name = "NAME")]
+    convention: Option<String>,
+    /// Only these OOD sets, comma-separated names.
+    #[arg(long, value_delimiter = ',', value_name = "SETS")]
+    ood: Option<Vec<String>>,
+    /// Folder for results.json / .md / .csv / .tex (required with --config; with --run the run
+    /// folder by default).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Compute backend for inference: auto, wgpu, flex, ndarray, cuda.
@@ -39,13 +59,21 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
+    let options = oodforge_train::EvalOptions {
+        backend: args.backend,
+        overrides: args.set.clone(),
+        postprocessors: args.postprocessors.clone(),
+        convention: args.convention.clone(),
+        ood_sets: args.ood.clone(),
+        out: args.out.clone(),
+    };
     let (result, title) = match (&args.run, &args.config, &args.out) {
         (Some(run), _, _) => (
-            oodforge_train::evaluate_run(run, args.backend),
+            oodforge_train::evaluate_run_with(run, &options),
             run.display().to_string(),
         ),
         (None, Some(config), Some(out)) => (
-            oodforge_train::evaluate_weights(config, &args.set, out, args.backend),
+            oodforge_train::evaluate_weights_with(config, out, &options),
             out.display().to_string(),
         ),
         _ => unreachable!("clap requires --run or --config with --out"),
