@@ -37,6 +37,8 @@ pub struct Datasets {
     /// The benchmark's ID validation split, when it has one (OpenOOD's `val` lists: ReAct's
     /// percentile is taken there).
     pub val: Option<Source>,
+    /// The benchmark's validation OOD list (OpenOOD `val_tin` / `val_openimage_o`): APS.
+    pub val_ood: Option<Source>,
     pub ood: Vec<(Source, Group)>,
     pub outliers: Option<Source>,
     /// The benchmark's published normalisation, when it has one.
@@ -59,7 +61,8 @@ impl Datasets {
                 class_names: b.class_names,
                 train: Arc::new(b.train),
                 test: Arc::new(b.test),
-                val: None,
+                val: Some(Arc::new(b.val)),
+                val_ood: Some(Arc::new(b.val_ood)),
                 ood: b
                     .ood
                     .into_iter()
@@ -82,6 +85,7 @@ impl Datasets {
         let mut train = None;
         let mut test = None;
         let mut val = None;
+        let mut val_ood = None;
         let mut class_names = Vec::new();
         let mut ood = Vec::new();
         let mut outliers = None;
@@ -96,8 +100,7 @@ impl Datasets {
                 Role::Ood(g) => ood.push((open::open(set, None)?.source, *g)),
                 Role::Outliers => outliers = Some(open::open(set, None)?.source),
                 Role::Val => val = Some(open::open(set, Some(plan.num_classes))?.source),
-                // The validation OOD list is for hyper-parameter search (APS), not run yet.
-                Role::ValOod => {}
+                Role::ValOod => val_ood = Some(open::open(set, None)?.source),
             }
         }
         if class_names.len() != plan.num_classes {
@@ -111,6 +114,7 @@ impl Datasets {
             train: train.expect("every plan has a train set"),
             test: test.expect("every plan has a test set"),
             val,
+            val_ood,
             ood,
             outliers,
             benchmark_normalize: plan.normalize,

@@ -469,6 +469,12 @@ pub struct SyntheticSets {
     pub class_names: Vec<String>,
     pub train: ImageSet,
     pub test: ImageSet,
+    /// ID validation images (as many as the test set, their own stream): ReAct's percentile and
+    /// APS, as OpenOOD's `val` lists.
+    pub val: ImageSet,
+    /// Validation OOD images for APS (OpenOOD's `val_tin` role): outlier-style images from
+    /// their own stream, disjoint from every OOD test set.
+    pub val_ood: ImageSet,
     pub ood: Vec<(ImageSet, Group)>,
     pub outliers: ImageSet,
 }
@@ -483,6 +489,8 @@ pub fn benchmark(cfg: &SyntheticConfig) -> SyntheticSets {
         class_names: ID_CLASS_NAMES[..k].iter().map(|n| n.to_string()).collect(),
         train: generate("train", 0, k * cfg.train_per_class, s, Generator::Id(k)),
         test: generate("test", 1, k * cfg.test_per_class, s, Generator::Id(k)),
+        val: generate("val", 2, k * cfg.test_per_class, s, Generator::Id(k)),
+        val_ood: generate("val_ood", 30, cfg.ood_per_set, s, Generator::Outliers),
         ood: vec![
             (
                 generate(

@@ -1,6 +1,7 @@
 //! oodforge evaluation: OOD scores over cached network outputs and OpenOOD v1.5 metrics, in
 //! plain Rust on the CPU (DESIGN §3: run the network once, score many times).
 
+pub mod aps;
 pub mod cache;
 pub mod classification;
 pub mod conventions;

@@ -37,6 +37,9 @@ pub struct DatasetResult {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PostprocessorResults {
+    /// The setting APS chose and every setting it tried (only with `[eval] aps = true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aps: Option<crate::aps::ApsRecord>,
     pub datasets: BTreeMap<String, DatasetResult>,
     pub near: Option<OodMetrics>,
     pub far: Option<OodMetrics>,
@@ -143,6 +146,7 @@ pub fn evaluate(
         out.insert(
             pp.label().to_owned(),
             PostprocessorResults {
+                aps: None,
                 datasets,
                 near,
                 far,

@@ -14,9 +14,10 @@ use oodforge_core::config::{BackendChoice, ExperimentConfig};
 use oodforge_core::rng::Purpose;
 use oodforge_data::{Datasets, Normalizer, Pipeline, Prefetch, Source, loader, make_batch};
 use oodforge_eval::cache::{self, CacheError};
+use oodforge_eval::metrics::ood_metrics;
 use oodforge_eval::postprocess::Head;
 use oodforge_eval::postprocess::fitted::{needs_features, needs_train_features};
-use oodforge_eval::{Fitted, Logits, OodOutputs, Reference, Results, SetOutputs, evaluate};
+use oodforge_eval::{Fitted, Logits, OodOutputs, Reference, Results, SetOutputs, aps, evaluate};
 use oodforge_models::Classifier;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -219,8 +220,9 @@ fn odin_pass(
 
 /// Evaluate a model (on a non-autodiff device) on the ID test set and every OOD set with every
 /// configured post-processor. The network runs once per set (plus once over the ID training set
-/// when a score is fitted on its features, and ODIN's two passes with the input gradient); the
-/// fitted statistics are computed once and reused for every set.
+/// when a score is fitted on its features, over the validation sets for ReAct and APS, and
+/// ODIN's passes with the input gradient); the fitted statistics are computed once and reused
+/// for every set and every setting APS tries.
 pub fn evaluate_model(
     model: &Classifier,
     data: &Datasets,
@@ -250,27 +252,6 @@ pub fn evaluate_model(
             group: *group,
             outputs: run(&ood_stem(set), set, features, false)?,
         });
-    }
-    for pp in pps {
-        if let PostprocessorConfig::Odin { temperature, noise } = pp {
-            let odin = Odin {
-                temperature: *temperature,
-                noise: *noise,
-                std: norm.std.map(f64::from),
-            };
-            // One move of the (inference-mode) network to the autodiff device for every set.
-            let ad = device.clone().autodiff();
-            let net = model.clone().to_device(&ad);
-            let conf = odin_scores(
-                cache, "id_test", &net, &data.test, &pipeline, cfg, &ad, &odin,
-            )?;
-            id.external.push((pp.label().to_owned(), conf));
-            for (o, (set, _)) in ood.iter_mut().zip(&data.ood) {
-                let conf =
-                    odin_scores(cache, &ood_stem(set), &net, set, &pipeline, cfg, &ad, &odin)?;
-                o.outputs.external.push((pp.label().to_owned(), conf));
-            }
-        }
     }
 
     // OpenOOD's `setup`: statistics of the ID training features (test transform), once.
@@ -317,12 +298,88 @@ pub fn evaluate_model(
         train_labels,
         val_features: val.as_deref().unwrap_or(train_features),
     });
-    let fitted = pps
+
+    // ODIN runs beside the network, on its autodiff flavour: one move of the network, made
+    // only when some ODIN setting is scored.
+    let ad = device.clone().autodiff();
+    let mut odin_net: Option<Classifier> = None;
+    let mut odin = |setting: &PostprocessorConfig, stem: &str, set: &Source| {
+        let PostprocessorConfig::Odin { temperature, noise } = setting else {
+            unreachable!("ODIN settings only")
+        };
+        let net = odin_net.get_or_insert_with(|| model.clone().to_device(&ad));
+        let o = Odin {
+            temperature: *temperature,
+            noise: *noise,
+            std: norm.std.map(f64::from),
+        };
+        odin_scores(cache, stem, net, set, &pipeline, cfg, &ad, &o)
+    };
+
+    // APS: each post-processor's setting, searched on ID val vs val OOD (METHODS §8.5).
+    let feature_dim = head.as_ref().map_or(0, |h| h.dim);
+    let searched = |pp: &PostprocessorConfig| {
+        cfg.eval.aps
+            && aps::grid(pp, feature_dim, train_features.len() / feature_dim.max(1)).len() > 1
+    };
+    let val_sets = if pps.iter().any(searched) {
+        let (Some(v), Some(vo)) = (&data.val, &data.val_ood) else {
+            return Err(TrainError::Options(
+                "eval.aps = true needs the benchmark's ID validation and validation OOD lists (OpenOOD benchmarks and the built-in data have them; this data source does not)".into(),
+            ));
+        };
+        Some((
+            (v, run("id_val", v, features, true)?),
+            (vo, run("val_ood", vo, features, false)?),
+        ))
+    } else {
+        None
+    };
+    let mut chosen = Vec::with_capacity(pps.len());
+    for pp in pps {
+        let Some(((v, val_id), (vo, val_ood))) = val_sets.as_ref().filter(|_| searched(pp)) else {
+            chosen.push((pp.clone(), None));
+            continue;
+        };
+        let grid = aps::grid(pp, feature_dim, train_features.len() / feature_dim.max(1));
+        let mut previous: Option<Fitted> = None;
+        let record = aps::search(grid, pp, |setting| -> Result<f64, TrainError> {
+            let (conf_id, conf_ood) = if matches!(setting, PostprocessorConfig::Odin { .. }) {
+                (odin(setting, "id_val", v)?, odin(setting, "val_ood", vo)?)
+            } else {
+                let f = Fitted::refit(previous.as_ref(), setting, reference.as_ref())?;
+                let scores = (f.score(val_id), f.score(val_ood));
+                previous = Some(f);
+                scores
+            };
+            Ok(ood_metrics(&conf_id, &conf_ood).auroc)
+        })?;
+        info!(postprocessor = pp.label(), chosen = ?record.chosen, val_auroc = record.val_auroc, "APS");
+        chosen.push((record.chosen.clone(), Some(record)));
+    }
+
+    for (pp, _) in &chosen {
+        if matches!(pp, PostprocessorConfig::Odin { .. }) {
+            let conf = odin(pp, "id_test", &data.test)?;
+            id.external.push((pp.label().to_owned(), conf));
+            for (o, (set, _)) in ood.iter_mut().zip(&data.ood) {
+                let conf = odin(pp, &ood_stem(set), set)?;
+                o.outputs.external.push((pp.label().to_owned(), conf));
+            }
+        }
+    }
+    let fitted = chosen
         .iter()
-        .map(|pp| Ok((pp.clone(), Fitted::fit(pp, reference.as_ref())?)))
+        .map(|(pp, _)| Ok((pp.clone(), Fitted::fit(pp, reference.as_ref())?)))
         .collect::<Result<Vec<_>, oodforge_eval::EvalError>>()?;
     let labels: Vec<usize> = (0..data.test.len()).map(|i| data.test.label(i)).collect();
-    Ok(evaluate(&id, &labels, &ood, &fitted, &cfg.eval.convention)?)
+    let mut results = evaluate(&id, &labels, &ood, &fitted, &cfg.eval.convention)?;
+    for (pp, record) in chosen {
+        if let Some(r) = results.postprocessors.get_mut(pp.label()) {
+            r.aps = record;
+        }
+    }
+    Ok(results)
 }
 
 pub fn write_results(dir: &Path, title: &str, results: &Results) -> Result<(), TrainError> {

@@ -182,3 +182,103 @@ fn every_postprocessor_scores_a_trained_model() {
     });
     assert!(e.contains("mahalanobis") && e.contains("mds"), "{e}");
 }
+
+#[test]
+fn aps_picks_each_setting_on_validation_data_and_scores_the_test_sets_with_it() {
+    let text = r#"
+name = "aps"
+seed = 3
+backend = "flex"
+[data]
+batch_size = 16
+eval_batch_size = 64
+[data.source]
+kind = "synthetic"
+num_classes = 3
+train_per_class = 40
+test_per_class = 12
+ood_per_set = 16
+outliers = 4
+[model]
+backbone = "resnet10"
+width = 4
+[train]
+epochs = 1
+log_every = 100
+[eval]
+aps = true
+postprocessors = [
+  { name = "msp" }, { name = "react" }, { name = "knn" }, { name = "gen" },
+  { name = "ash" }, { name = "odin" },
+]
+"#;
+    let cfg: ExperimentConfig = toml::from_str(text).unwrap();
+    let cfg = config::resolve(cfg, Path::new("aps.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = train(
+        &cfg,
+        &TrainOptions {
+            out: Some(run.clone()),
+            backend: Some(BackendChoice::Flex),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = out.results.unwrap();
+    assert!(r.postprocessors["msp"].aps.is_none(), "MSP has no sweep");
+    // 120 training features: K = 50 and 100 of OpenOOD's {50, ..., 1000}.
+    for (pp, tried) in [
+        ("react", 4),
+        ("knn", 2),
+        ("gen", 42),
+        ("ash", 7),
+        ("odin", 8),
+    ] {
+        let rec = r.postprocessors[pp]
+            .aps
+            .as_ref()
+            .unwrap_or_else(|| panic!("{pp}"));
+        assert_eq!(rec.tried.len(), tried, "{pp}");
+        let best = rec
+            .tried
+            .iter()
+            .map(|t| t.val_auroc)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let first = rec.tried.iter().find(|t| t.val_auroc == best).unwrap();
+        assert_eq!(rec.chosen, first.setting, "{pp}: first best");
+        assert_eq!(rec.val_auroc, best);
+    }
+    assert!(run.join("outputs/val_ood.safetensors").is_file());
+
+    // The test numbers are those of the chosen settings: evaluating them directly, without
+    // APS, gives the same table.
+    let chosen: Vec<String> = r
+        .postprocessors
+        .values()
+        .map(|p| {
+            let setting = p.aps.as_ref().map(|a| a.chosen.clone());
+            toml::to_string(&setting.unwrap_or(oodforge_core::config::PostprocessorConfig::Msp {}))
+                .unwrap()
+                .trim()
+                .replace('\n', ", ")
+        })
+        .map(|s| format!("{{ {s} }}"))
+        .collect();
+    let direct = evaluate_run_with(
+        &run,
+        &EvalOptions {
+            backend: Some(BackendChoice::Flex),
+            overrides: vec![
+                "eval.aps=false".into(),
+                format!("eval.postprocessors=[{}]", chosen.join(", ")),
+            ],
+            out: Some(run.join("direct")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (name, p) in &r.postprocessors {
+        assert_eq!(direct.postprocessors[name].datasets, p.datasets, "{name}");
+    }
+}

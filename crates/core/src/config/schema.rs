@@ -844,6 +844,11 @@ pub struct EvalConfig {
     /// (METHODS §1), so that paper's numbers can be reproduced.
     #[serde(default)]
     pub convention: MetricConvention,
+    /// OpenOOD's automatic parameter search (METHODS §8.5): every post-processor with a sweep
+    /// takes the setting of its OpenOOD grid with the best AUROC on the ID validation set vs
+    /// the validation OOD set, then scores the test sets once with it.
+    #[serde(default)]
+    pub aps: bool,
 }
 
 impl Default for EvalConfig {
@@ -852,6 +857,7 @@ impl Default for EvalConfig {
             postprocessors: defaults::postprocessors(),
             after_training: true,
             convention: MetricConvention::default(),
+            aps: false,
         }
     }
 }

@@ -47,7 +47,8 @@ pub enum Fitted {
     Logits(PostprocessorConfig),
     Mds(Mahalanobis),
     PalmMds(PalmMahalanobis),
-    Knn(KnnBank, usize),
+    /// The bank is shared between the K values APS tries.
+    Knn(std::sync::Arc<KnnBank>, usize),
     Vim(Vim, Head),
     React(f64, Head),
     Ash(f64, Head),
@@ -74,6 +75,21 @@ pub fn needs_train_features(pp: &PostprocessorConfig) -> bool {
 
 impl Fitted {
     /// Fit `pp`; `reference` must be given when [`needs_features`] holds.
+    /// `fit`, reusing what `previous` (the same score at another setting) already holds: the
+    /// KNN bank does not depend on K.
+    pub fn refit(
+        previous: Option<&Fitted>,
+        pp: &PostprocessorConfig,
+        reference: Option<&Reference>,
+    ) -> Result<Self, EvalError> {
+        if let (Some(Self::Knn(bank, _)), PostprocessorConfig::Knn { k }) = (previous, pp)
+            && *k <= bank.len()
+        {
+            return Ok(Self::Knn(bank.clone(), *k));
+        }
+        Self::fit(pp, reference)
+    }
+
     pub fn fit(pp: &PostprocessorConfig, reference: Option<&Reference>) -> Result<Self, EvalError> {
         let need = || reference.expect("feature-space scores are fitted with a reference");
         Ok(match pp {
@@ -120,7 +136,7 @@ impl Fitted {
                         ),
                     });
                 }
-                Self::Knn(bank, *k)
+                Self::Knn(std::sync::Arc::new(bank), *k)
             }
             PostprocessorConfig::Vim { dim } => {
                 let r = need();
