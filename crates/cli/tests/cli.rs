@@ -151,6 +151,39 @@ fn train_then_eval_from_the_command_line() {
     let body = |t: &str| t.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&again), body(&table));
 
+    // Other scores and a paper's metric convention, from the cached outputs, into another folder.
+    let o = run(
+        env!("CARGO_BIN_EXE_eval"),
+        &[
+            "--run",
+            run_dir.to_str().unwrap(),
+            "--postprocessors",
+            "msp,gen",
+            "--convention",
+            "palm",
+            "--ood",
+            "noise",
+            "--out",
+            "palm-eval",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let palm = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        palm.contains("| gen | noise | far |") && palm.contains("PALM's `cal_metric`"),
+        "{palm}"
+    );
+    assert!(!palm.contains("textures"), "{palm}");
+    assert!(dir.path().join("palm-eval/plots/gen_roc.png").is_file());
+    let o = run(
+        env!("CARGO_BIN_EXE_eval"),
+        &["--run", run_dir.to_str().unwrap(), "--set", "model.width=8"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("only `eval.*` keys"), "{}", stderr(&o));
+
     let o = run(
         env!("CARGO_BIN_EXE_eval"),
         &["--run", "missing-dir"],

@@ -1,12 +1,14 @@
 //! oodforge evaluation: OOD scores over cached network outputs and OpenOOD v1.5 metrics, in
 //! plain Rust on the CPU (DESIGN §3: run the network once, score many times).
 
+pub mod aggregate;
 pub mod aps;
 pub mod cache;
 pub mod classification;
 pub mod conventions;
 pub mod linalg;
 pub mod metrics;
+pub mod plots;
 pub mod postprocess;
 pub mod report;
 

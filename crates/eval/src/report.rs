@@ -10,6 +10,7 @@
 
 use crate::conventions::convention_metrics;
 use crate::metrics::{OodMetrics, accuracy};
+use crate::plots::Scores;
 use crate::postprocess::Logits;
 use crate::postprocess::fitted::{Fitted, SetOutputs};
 use oodforge_core::Group;
@@ -113,6 +114,17 @@ pub fn evaluate(
     postprocessors: &[(PostprocessorConfig, Fitted)],
     convention: &MetricConvention,
 ) -> Result<Results, EvalError> {
+    evaluate_scored(id, id_labels, ood, postprocessors, convention).map(|(r, _)| r)
+}
+
+/// `evaluate`, also returning every score (for the plots).
+pub fn evaluate_scored(
+    id: &SetOutputs,
+    id_labels: &[usize],
+    ood: &[OodOutputs],
+    postprocessors: &[(PostprocessorConfig, Fitted)],
+    convention: &MetricConvention,
+) -> Result<(Results, Vec<Scores>), EvalError> {
     let id_logits = &id.logits;
     check("ID test", id_logits, id_logits.num_classes)?;
     if id_labels.len() != id_logits.len() {
@@ -126,12 +138,19 @@ pub fn evaluate(
     }
     let id_accuracy = accuracy(&id_logits.argmax(), id_labels);
     let mut out = BTreeMap::new();
+    let mut all_scores = Vec::with_capacity(postprocessors.len());
     for (pp, fitted) in postprocessors {
         let conf_id = fitted.score(id);
         let mut datasets = BTreeMap::new();
+        let mut scores = Scores {
+            postprocessor: pp.label().to_owned(),
+            id: Vec::new(),
+            ood: Vec::new(),
+        };
         for set in ood {
             let conf_ood = fitted.score(&set.outputs);
             let m = convention_metrics(convention, &conf_id, &conf_ood);
+            scores.ood.push((set.name.clone(), conf_ood));
             datasets.insert(
                 set.name.clone(),
                 DatasetResult {
@@ -141,6 +160,8 @@ pub fn evaluate(
                 },
             );
         }
+        scores.id = conf_id;
+        all_scores.push(scores);
         let near = group_mean(&datasets, Group::Near);
         let far = group_mean(&datasets, Group::Far);
         out.insert(
@@ -153,11 +174,12 @@ pub fn evaluate(
             },
         );
     }
-    Ok(Results {
+    let results = Results {
         convention: convention.label().to_owned(),
         id_accuracy,
         postprocessors: out,
-    })
+    };
+    Ok((results, all_scores))
 }
 
 fn group_mean(datasets: &BTreeMap<String, DatasetResult>, group: Group) -> Option<OodMetrics> {

@@ -14,6 +14,8 @@ pub enum TrainError {
     #[error("{0}")]
     Options(String),
     #[error(transparent)]
+    Plot(#[from] oodforge_eval::plots::PlotError),
+    #[error(transparent)]
     Cache(#[from] oodforge_eval::cache::CacheError),
     #[error(transparent)]
     Data(#[from] oodforge_data::DataError),

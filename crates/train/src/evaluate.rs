@@ -13,11 +13,14 @@ use oodforge_core::config::PostprocessorConfig;
 use oodforge_core::config::{BackendChoice, ExperimentConfig};
 use oodforge_core::rng::Purpose;
 use oodforge_data::{Datasets, Normalizer, Pipeline, Prefetch, Source, loader, make_batch};
+use oodforge_eval::aggregate::Aggregate;
 use oodforge_eval::cache::{self, CacheError};
 use oodforge_eval::metrics::ood_metrics;
+use oodforge_eval::plots::Scores;
 use oodforge_eval::postprocess::Head;
 use oodforge_eval::postprocess::fitted::{needs_features, needs_train_features};
-use oodforge_eval::{Fitted, Logits, OodOutputs, Reference, Results, SetOutputs, aps, evaluate};
+use oodforge_eval::report::evaluate_scored;
+use oodforge_eval::{Fitted, Logits, OodOutputs, Reference, Results, SetOutputs, aps};
 use oodforge_models::Classifier;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -230,7 +233,7 @@ pub fn evaluate_model(
     cfg: &ExperimentConfig,
     device: &Device,
     cache: Option<&OutputCache>,
-) -> Result<Results, TrainError> {
+) -> Result<(Results, Vec<Scores>), TrainError> {
     let pipeline = Pipeline::Test {
         pre_size: cfg.data.pre_size.unwrap_or(cfg.data.image_size),
         image_size: cfg.data.image_size,
@@ -373,16 +376,26 @@ pub fn evaluate_model(
         .map(|(pp, _)| Ok((pp.clone(), Fitted::fit(pp, reference.as_ref())?)))
         .collect::<Result<Vec<_>, oodforge_eval::EvalError>>()?;
     let labels: Vec<usize> = (0..data.test.len()).map(|i| data.test.label(i)).collect();
-    let mut results = evaluate(&id, &labels, &ood, &fitted, &cfg.eval.convention)?;
+    let (mut results, scores) = evaluate_scored(&id, &labels, &ood, &fitted, &cfg.eval.convention)?;
     for (pp, record) in chosen {
         if let Some(r) = results.postprocessors.get_mut(pp.label()) {
             r.aps = record;
         }
     }
-    Ok(results)
+    Ok((results, scores))
 }
 
-pub fn write_results(dir: &Path, title: &str, results: &Results) -> Result<(), TrainError> {
+/// The tables (`results.json` / `.md` / `.csv` / `.tex`) and, with scores, the pictures
+/// (`plots/<postprocessor>_{hist,roc}.png`).
+pub fn write_results(
+    dir: &Path,
+    title: &str,
+    results: &Results,
+    scores: Option<&[Scores]>,
+) -> Result<(), TrainError> {
+    if let Some(scores) = scores {
+        oodforge_eval::plots::write_all(&dir.join("plots"), title, scores)?;
+    }
     let json = serde_json::to_vec_pretty(results).expect("results serialize");
     write_atomic(&dir.join(run::RESULTS_JSON), &json)?;
     write_atomic(
@@ -530,7 +543,7 @@ pub fn evaluate_run_with(dir: &Path, options: &EvalOptions) -> Result<Results, T
     );
     let model = checkpoint::load_model(&ckpt, model)?;
     let cache = OutputCache::new(dir, &ckpt)?;
-    let results = evaluate_model(
+    let (results, scores) = evaluate_model(
         &model,
         &data,
         &state.normalizer,
@@ -543,8 +556,53 @@ pub fn evaluate_run_with(dir: &Path, options: &EvalOptions) -> Result<Results, T
         path: out.to_path_buf(),
         source,
     })?;
-    write_results(out, &cfg.name, &results)?;
+    write_results(
+        out,
+        &cfg.name,
+        &results,
+        cfg.eval.plots.then_some(&scores[..]),
+    )?;
     Ok(results)
+}
+
+/// `eval --runs DIR... --out DIR`: evaluate every run the same way (`options`; each through its
+/// own output cache) and write the mean ± std tables into `out`. The runs' own results files
+/// are left as they are.
+pub fn evaluate_runs(
+    dirs: &[PathBuf],
+    out: &Path,
+    options: &EvalOptions,
+) -> Result<Aggregate, TrainError> {
+    let mut all = Vec::with_capacity(dirs.len());
+    let mut title = String::new();
+    for dir in dirs {
+        // Per-run tables go under `out/<run folder name>/`, not into the run.
+        let name = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let per_run = EvalOptions {
+            out: Some(out.join(&name)),
+            ..options.clone()
+        };
+        let results = evaluate_run_with(dir, &per_run)?;
+        if title.is_empty() {
+            title = read_resolved(dir)?.config.name;
+        }
+        all.push((dir.display().to_string(), results));
+    }
+    let agg = Aggregate::of(&all).map_err(|e| TrainError::Options(e.to_string()))?;
+    write_atomic(
+        &out.join(run::RESULTS_JSON),
+        &serde_json::to_vec_pretty(&agg).expect("aggregate serializes"),
+    )?;
+    write_atomic(
+        &out.join(run::RESULTS_MD),
+        agg.to_markdown(&title).as_bytes(),
+    )?;
+    write_atomic(&out.join(run::RESULTS_CSV), agg.to_csv().as_bytes())?;
+    write_atomic(&out.join(run::RESULTS_TEX), agg.to_latex(&title).as_bytes())?;
+    Ok(agg)
 }
 
 /// `eval --config FILE`: evaluate the network of a config with the weights its `model.weights`
@@ -595,11 +653,17 @@ pub fn evaluate_weights_with(
     info!(backend = selected.name, weights = %weights.path, tensors = report.loaded, "evaluating imported weights");
     let norm = data.normalizer(&cfg.data)?;
     let cache = OutputCache::new(out, Path::new(&weights.path))?;
-    let results = evaluate_model(&model, &data, &norm, cfg, &selected.device, Some(&cache))?;
+    let (results, scores) =
+        evaluate_model(&model, &data, &norm, cfg, &selected.device, Some(&cache))?;
     std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
         path: out.to_path_buf(),
         source,
     })?;
-    write_results(out, &cfg.name, &results)?;
+    write_results(
+        out,
+        &cfg.name,
+        &results,
+        cfg.eval.plots.then_some(&scores[..]),
+    )?;
     Ok(results)
 }

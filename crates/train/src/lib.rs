@@ -11,7 +11,7 @@ pub mod trainer;
 
 pub use error::TrainError;
 pub use evaluate::{
-    EvalOptions, OutputCache, evaluate_run, evaluate_run_with, evaluate_weights,
+    EvalOptions, OutputCache, evaluate_run, evaluate_run_with, evaluate_runs, evaluate_weights,
     evaluate_weights_with,
 };
 pub use trainer::{TrainOptions, TrainOutcome, resume, train};

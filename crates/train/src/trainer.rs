@@ -396,8 +396,10 @@ fn execute(
             Some(last) => Some(OutputCache::new(dir, &last)?),
             None => None,
         };
-        let results = evaluate_model(&model, &data, &norm, cfg, &selected.device, cache.as_ref())?;
-        write_results(dir, &cfg.name, &results)?;
+        let (results, scores) =
+            evaluate_model(&model, &data, &norm, cfg, &selected.device, cache.as_ref())?;
+        let plots = cfg.eval.plots.then_some(&scores[..]);
+        write_results(dir, &cfg.name, &results, plots)?;
         Some(results)
     } else {
         None

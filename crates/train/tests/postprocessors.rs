@@ -4,7 +4,7 @@
 
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfig};
 use oodforge_eval::cache;
-use oodforge_train::{EvalOptions, TrainOptions, evaluate_run_with, train};
+use oodforge_train::{EvalOptions, TrainOptions, evaluate_run_with, evaluate_runs, train};
 use std::path::Path;
 
 fn config() -> ResolvedConfig {
@@ -95,6 +95,14 @@ fn every_postprocessor_scores_a_trained_model() {
         "{tex}"
     );
 
+    // Pictures: a histogram and a ROC curve per post-processor, real PNGs.
+    for pp in ["msp", "knn", "odin"] {
+        for kind in ["hist", "roc"] {
+            let png = dir.path().join(format!("run/plots/{pp}_{kind}.png"));
+            let img = image::open(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+            assert_eq!((img.width(), img.height()), (900, 600));
+        }
+    }
     // The network's outputs are cached in the run folder, one file per set (ODIN per setting).
     let outputs = dir.path().join("run/outputs");
     for f in [
@@ -281,4 +289,61 @@ postprocessors = [
     for (name, p) in &r.postprocessors {
         assert_eq!(direct.postprocessors[name].datasets, p.datasets, "{name}");
     }
+}
+
+#[test]
+fn seeds_aggregate_to_mean_and_std_of_the_same_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    let mut accuracies = Vec::new();
+    for seed in [0, 1] {
+        let mut cfg = config().config;
+        cfg.seed = seed;
+        cfg.train.epochs = 1;
+        cfg.eval.postprocessors = vec![oodforge_core::config::PostprocessorConfig::Msp {}];
+        let cfg = config::resolve(cfg, Path::new("seeds.toml")).unwrap();
+        let run = dir.path().join(format!("seed{seed}"));
+        let out = train(
+            &cfg,
+            &TrainOptions {
+                out: Some(run.clone()),
+                backend: Some(BackendChoice::Flex),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        accuracies.push(out.results.unwrap().id_accuracy);
+        runs.push(run);
+    }
+    let out = dir.path().join("agg");
+    let options = EvalOptions {
+        backend: Some(BackendChoice::Flex),
+        postprocessors: Some(vec!["msp".into(), "energy".into()]),
+        ..Default::default()
+    };
+    let agg = evaluate_runs(&runs, &out, &options).unwrap();
+    assert_eq!(agg.runs.len(), 2);
+    let mean = (accuracies[0] + accuracies[1]) / 2.0;
+    assert!((agg.id_accuracy.mean - mean).abs() < 1e-12);
+    assert!((agg.id_accuracy.std - (accuracies[0] - accuracies[1]).abs() / 2.0).abs() < 1e-12);
+    // Each seed's own table is written under the aggregate folder, with the same options.
+    let per_seed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("seed1/results.json")).unwrap())
+            .unwrap();
+    let e1 = per_seed["postprocessors"]["energy"]["far"]["auroc"]
+        .as_f64()
+        .unwrap();
+    let per_seed0: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("seed0/results.json")).unwrap())
+            .unwrap();
+    let e0 = per_seed0["postprocessors"]["energy"]["far"]["auroc"]
+        .as_f64()
+        .unwrap();
+    let far = agg.postprocessors["energy"].far.unwrap();
+    assert!((far.auroc.mean - (e0 + e1) / 2.0).abs() < 1e-12);
+    for f in ["results.json", "results.md", "results.csv", "results.tex"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains(" ± ") && md.contains("2 runs"), "{md}");
 }

@@ -11,6 +11,11 @@
 //!
 //!     eval --run runs/x --postprocessors msp,knn,vim --convention oe --out runs/x/eval-oe
 //!     eval --run runs/x --set 'eval.postprocessors=[{name="knn", k=200}]' --ood textures
+//!
+//! `eval --runs DIR... --out DIR`: the same evaluation of several runs (one per seed), and the
+//! mean ± std tables (OpenOOD's leaderboard reports three seeds this way):
+//!
+//!     eval --runs runs/cifar10_oe_seed0 runs/cifar10_oe_seed1 runs/cifar10_oe_seed2 --out runs/cifar10_oe
 
 use clap::{ArgGroup, Parser};
 use oodforge_cli::{init_logging, parse_backend, report};
@@ -23,12 +28,15 @@ use std::process::ExitCode;
     name = "eval",
     version,
     about = "Evaluate a trained run, or imported weights, with OOD scores and OpenOOD metrics",
-    group(ArgGroup::new("what").required(true).args(["run", "config"]))
+    group(ArgGroup::new("what").required(true).args(["run", "runs", "config"]))
 )]
 struct Args {
     /// Run folder written by `train`.
     #[arg(long)]
     run: Option<PathBuf>,
+    /// Several run folders (seeds) evaluated alike; mean ± std tables into --out.
+    #[arg(long, num_args = 1.., requires = "out", value_name = "DIR")]
+    runs: Vec<PathBuf>,
     /// Experiment config whose `model.weights` names the checkpoint to evaluate.
     #[arg(long, requires = "out")]
     config: Option<PathBuf>,
@@ -67,6 +75,19 @@ fn main() -> ExitCode {
         ood_sets: args.ood.clone(),
         out: args.out.clone(),
     };
+    if !args.runs.is_empty() {
+        let out = args
+            .out
+            .as_deref()
+            .expect("clap requires --out with --runs");
+        return match oodforge_train::evaluate_runs(&args.runs, out, &options) {
+            Ok(agg) => {
+                println!("{}", agg.to_markdown(&out.display().to_string()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => report(&e),
+        };
+    }
     let (result, title) = match (&args.run, &args.config, &args.out) {
         (Some(run), _, _) => (
             oodforge_train::evaluate_run_with(run, &options),

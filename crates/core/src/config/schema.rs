@@ -849,6 +849,9 @@ pub struct EvalConfig {
     /// the validation OOD set, then scores the test sets once with it.
     #[serde(default)]
     pub aps: bool,
+    /// Score histograms and ROC curves per post-processor as PNG in `plots/`.
+    #[serde(default = "defaults::yes")]
+    pub plots: bool,
 }
 
 impl Default for EvalConfig {
@@ -858,6 +861,7 @@ impl Default for EvalConfig {
             after_training: true,
             convention: MetricConvention::default(),
             aps: false,
+            plots: true,
         }
     }
 }
