@@ -1,6 +1,10 @@
 //! `bench data`: loader throughput, images/s, for the two paths a GPU can wait on:
 //! CIFAR-style 32x32 augmentation (flip + pad-4 crop + normalise) from memory, and JPEG decode
 //! + RandomResizedCrop(224) + flip from files. Reports single-thread and all-thread numbers.
+//!
+//! `bench scores`: the feature-space post-processors at CIFAR scale (defaults: a 50,000 x 512
+//! ID training bank, 10,000 queries, 100 classes): KNN (K = 50) fit + score, Mahalanobis fit +
+//! score, ViM fit + score; the minimum and median wall time over `--repeats`.
 
 use clap::{Parser, Subcommand};
 use oodforge_core::config::TransformOp;
@@ -33,6 +37,86 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         jpeg_images: usize,
     },
+    /// Feature-space OOD scores (KNN, Mahalanobis, ViM) at CIFAR scale, seconds.
+    Scores {
+        #[arg(long, default_value_t = 50_000)]
+        bank: usize,
+        #[arg(long, default_value_t = 10_000)]
+        queries: usize,
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        #[arg(long, default_value_t = 100)]
+        classes: usize,
+        #[arg(long, default_value_t = 50)]
+        k: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+}
+
+/// Deterministic pseudo-random features in [0, 1) (non-negative, like post-ReLU features).
+fn features(n: usize, d: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_add(1442695040888963407);
+    (0..n * d)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
+/// Min and median seconds of `repeats` runs of `f`.
+fn time<T>(repeats: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
+    let mut t: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(f());
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[0], t[t.len() / 2])
+}
+
+fn scores(bank: usize, queries: usize, dim: usize, classes: usize, k: usize, repeats: usize) {
+    use oodforge_eval::postprocess::Head;
+    use oodforge_eval::postprocess::knn::KnnBank;
+    use oodforge_eval::postprocess::mds::Mahalanobis;
+    use oodforge_eval::postprocess::vim::Vim;
+    let train = features(bank, dim, 1);
+    let test = features(queries, dim, 2);
+    let labels: Vec<usize> = (0..bank).map(|i| i % classes).collect();
+    let head = Head::new(features(classes, dim, 3), vec![0.0; classes], classes, dim);
+    let show = |what: &str, (min, median): (f64, f64)| {
+        println!("{what:<48} min {min:>8.3} s   median {median:>8.3} s");
+    };
+    println!(
+        "{bank} x {dim} ID training features, {queries} queries, {classes} classes, {repeats} repeats"
+    );
+    let knn = KnnBank::fit(&train, dim);
+    show(
+        "knn: fit (normalise the bank)",
+        time(repeats, || KnnBank::fit(&train, dim)),
+    );
+    show(
+        &format!("knn: score (K = {k})"),
+        time(repeats, || knn.scores(&test, &[k])),
+    );
+    let mds = Mahalanobis::fit(&train, &labels, classes, dim);
+    show(
+        "mds: fit (class means, shared precision)",
+        time(repeats, || Mahalanobis::fit(&train, &labels, classes, dim)),
+    );
+    show("mds: score", time(repeats, || mds.scores(&test)));
+    let principal = (dim / 2).max(1);
+    let vim = Vim::fit(&train, &head, principal);
+    show(
+        &format!("vim: fit (dim = {principal})"),
+        time(repeats, || Vim::fit(&train, &head, principal)),
+    );
+    show("vim: score", time(repeats, || vim.scores(&test, &head)));
 }
 
 const NORM: Normalizer = Normalizer {
@@ -66,11 +150,21 @@ fn throughput(source: &Source, pipeline: &Pipeline, batch: usize, workers: usize
 }
 
 fn main() {
-    let Command::Data {
-        workers,
-        cifar_images,
-        jpeg_images,
-    } = Args::parse().command;
+    let (workers, cifar_images, jpeg_images) = match Args::parse().command {
+        Command::Data {
+            workers,
+            cifar_images,
+            jpeg_images,
+        } => (workers, cifar_images, jpeg_images),
+        Command::Scores {
+            bank,
+            queries,
+            dim,
+            classes,
+            k,
+            repeats,
+        } => return scores(bank, queries, dim, classes, k, repeats),
+    };
     let all = loader::default_workers(workers);
 
     // CIFAR path: random-looking 32x32 images in memory (as the CIFAR binary reader holds them).
