@@ -304,6 +304,21 @@ paper = {{ accuracy = {acc} }}
     let o = run(report, &["exp/far.toml", "--check"], d);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("**no** (±0.5)"), "{}", text(&o));
+    // A row naming runs that do not exist (yet) is reported as missing, and fails the check.
+    std::fs::write(
+        d.join("exp/partial.toml"),
+        format!("{spec}\n[[rows]]\nlabel = \"other method\"\npostprocessor = \"msp\"\nset = \"far\"\npaper = {{ auroc = 90.0 }}\nruns = [\"runs/none/s*\"]\n"),
+    )
+    .unwrap();
+    let o = run(report, &["exp/partial.toml"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("| other method | auroc | missing |"),
+        "{}",
+        text(&o)
+    );
+    let o = run(report, &["exp/partial.toml", "--check"], d);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     // A table in another metric convention is refused with the command that fixes it.
     std::fs::write(
         d.join("exp/oe.toml"),

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Metrics (percent): `auroc`, `fpr95`, `tnr95` (1 - fpr95), `aupr_in`, `aupr_out`, and
-//! `accuracy` (ID accuracy, `set = "id"`).
+//! `accuracy` (ID accuracy, `set = "id"`). A row comparing another method's runs names them
+//! with its own `runs = [...]`.
 
 use oodforge_eval::Results;
 use oodforge_eval::aggregate::{Aggregate, MeanStd, MetricsMeanStd};
@@ -71,6 +72,8 @@ pub struct RowSpec {
     /// Paper numbers in percent, by metric.
     pub paper: BTreeMap<String, f64>,
     pub tolerance: Option<f64>,
+    /// This row's run folders (patterns), when they are not the table's (another method).
+    pub runs: Option<Vec<String>>,
 }
 
 const METRICS: [&str; 6] = ["auroc", "fpr95", "tnr95", "aupr_in", "aupr_out", "accuracy"];
@@ -221,19 +224,45 @@ pub fn load_runs(dirs: &[PathBuf]) -> Result<Aggregate, ReportError> {
 }
 
 impl Report {
-    /// Compare `ours` with the spec. The convention must be the paper's.
-    pub fn build(spec: &TableSpec, ours: &Aggregate) -> Result<Self, ReportError> {
-        if ours.convention != spec.convention {
-            return Err(ReportError::Results {
-                path: PathBuf::from(ours.runs.first().cloned().unwrap_or_default()),
+    /// Compare our runs with the spec: `ours` for the rows without runs of their own,
+    /// `row_runs` (by the row's patterns) for the others. The convention must be the paper's.
+    pub fn build(
+        spec: &TableSpec,
+        ours: &Aggregate,
+        row_runs: &BTreeMap<Vec<String>, Aggregate>,
+    ) -> Result<Self, ReportError> {
+        let check = |a: &Aggregate| {
+            if a.convention == spec.convention {
+                return Ok(());
+            }
+            Err(ReportError::Results {
+                path: PathBuf::from(a.runs.first().cloned().unwrap_or_default()),
                 message: format!(
                     "the runs were evaluated with the `{}` metric convention but the paper's numbers use `{}`; re-evaluate them alike: eval --runs ... --convention {} --out DIR, then report --aggregate DIR/results.json",
-                    ours.convention, spec.convention, spec.convention
+                    a.convention, spec.convention, spec.convention
                 ),
-            });
-        }
+            })
+        };
+        check(ours)?;
+        let mut runs = ours.runs.clone();
         let mut cells = Vec::new();
         for row in &spec.rows {
+            // A row whose own runs do not exist (yet) reports its cells as missing.
+            let ours: Option<&Aggregate> = match &row.runs {
+                Some(patterns) => match row_runs.get(patterns) {
+                    Some(a) => {
+                        check(a)?;
+                        for r in &a.runs {
+                            if !runs.contains(r) {
+                                runs.push(r.clone());
+                            }
+                        }
+                        Some(a)
+                    }
+                    None => None,
+                },
+                None => Some(ours),
+            };
             let label = row.label.clone().unwrap_or_else(|| {
                 format!(
                     "{} / {}",
@@ -242,7 +271,7 @@ impl Report {
                 )
             });
             let metrics: Option<&MetricsMeanStd> = row.postprocessor.as_ref().and_then(|pp| {
-                let p = ours.postprocessors.get(pp)?;
+                let p = ours?.postprocessors.get(pp)?;
                 match row.set.as_str() {
                     "near" => p.near.as_ref(),
                     "far" => p.far.as_ref(),
@@ -251,7 +280,7 @@ impl Report {
             });
             for (metric, &paper) in &row.paper {
                 let value = match metric.as_str() {
-                    "accuracy" => Some(ours.id_accuracy),
+                    "accuracy" => ours.map(|o| o.id_accuracy),
                     "auroc" => metrics.map(|m| m.auroc),
                     "fpr95" => metrics.map(|m| m.fpr95),
                     "tnr95" => metrics.map(|m| MeanStd {
@@ -280,7 +309,7 @@ impl Report {
             title: spec.title.clone(),
             source: spec.source.clone(),
             convention: spec.convention.clone(),
-            runs: ours.runs.clone(),
+            runs,
             cells,
         })
     }

@@ -41,7 +41,7 @@ pub enum SweepError {
     },
     #[error("{path}: {message}")]
     Spec { path: PathBuf, message: String },
-    #[error("{path}: point {point} does not resolve: {source}")]
+    #[error("{path}: point {point} does not resolve")]
     Config {
         path: PathBuf,
         point: String,

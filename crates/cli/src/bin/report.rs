@@ -20,7 +20,7 @@ use std::process::ExitCode;
 struct Args {
     /// Table spec (TOML).
     spec: PathBuf,
-    /// Run folders (seeds); default: the spec's `runs` patterns.
+    /// Run folders (seeds), for every row; default: the spec's `runs` patterns (table and rows).
     #[arg(long, num_args = 1.., conflicts_with = "aggregate")]
     runs: Vec<PathBuf>,
     /// A results.json written by `eval --runs` (already aggregated over seeds).
@@ -77,7 +77,36 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         load_runs(&dirs)?
     };
-    let report = Report::build(&spec, &ours)?;
+    // Rows with runs of their own (another method's folders).
+    let mut row_runs = std::collections::BTreeMap::new();
+    // (`--runs` / `--aggregate` replace every `runs` of the spec, the rows' included.)
+    let overridden = !args.runs.is_empty() || args.aggregate.is_some();
+    for patterns in spec
+        .rows
+        .iter()
+        .filter_map(|r| r.runs.clone())
+        .filter(|_| !overridden)
+    {
+        if row_runs.contains_key(&patterns) {
+            continue;
+        }
+        let dirs: Vec<PathBuf> = patterns
+            .iter()
+            .flat_map(|p| expand(p))
+            .filter(|p| p.is_dir())
+            .collect();
+        // Rows whose runs do not exist yet show their cells as missing.
+        if !dirs.is_empty() {
+            row_runs.insert(patterns, load_runs(&dirs)?);
+        }
+    }
+    let mut spec = spec;
+    if overridden {
+        for r in &mut spec.rows {
+            r.runs = None;
+        }
+    }
+    let report = Report::build(&spec, &ours, &row_runs)?;
     let out = args
         .out
         .clone()
