@@ -332,3 +332,61 @@ paper = {{ accuracy = {acc} }}
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--convention oe"), "{}", text(&o));
 }
+
+/// A real SLURM submission, where a cluster answers (`.ci/slurm_localhost.sh` starts a
+/// single-node one): the array job trains every run through `sweep --task`, `--wait` blocks
+/// until it ends, and the table is written.
+#[test]
+fn slurm_array_job_runs_every_task_on_a_real_cluster() {
+    let up = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if !up {
+        eprintln!("skipped: no SLURM cluster answers `sinfo` (run .ci/slurm_localhost.sh as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("base.toml"), BASE).unwrap();
+    let sweep_file = SWEEP
+        .replace("runs/grid", "runs/slurm")
+        .replace("partition = \"gpu\"\n", "")
+        .replace("mem = \"16G\"\n", "")
+        .replace("cpus = 4", "cpus = 1\ngpus = 0")
+        .replace(
+            "setup = [\"module load cuda\"]",
+            "setup = [\"echo task $SLURM_ARRAY_TASK_ID\"]",
+        );
+    std::fs::write(d.join("grid.toml"), sweep_file).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .args([
+            "grid.toml",
+            "--slurm",
+            "--submit",
+            "--wait",
+            "--train-bin",
+            env!("CARGO_BIN_EXE_train"),
+        ])
+        .current_dir(d)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("Submitted batch job"), "{out}");
+    let table = std::fs::read_to_string(d.join("runs/slurm/sweep.md")).unwrap();
+    assert_eq!(table.matches("| 2/2 |").count(), 2, "{table}");
+    // Each task wrote its SLURM log under the sweep folder.
+    let logs = std::fs::read_dir(d.join("runs/slurm/slurm"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".out")
+        })
+        .count();
+    assert_eq!(logs, 4);
+}

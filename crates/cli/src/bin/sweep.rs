@@ -43,6 +43,9 @@ struct Args {
     /// With --slurm: submit it with `sbatch`.
     #[arg(long, requires = "slurm")]
     submit: bool,
+    /// With --submit: wait for the job to end (`sbatch --wait`), then write the table.
+    #[arg(long, requires = "submit")]
+    wait: bool,
     /// Run only run number K (what each SLURM array task does).
     #[arg(long, value_name = "K")]
     task: Option<usize>,
@@ -144,7 +147,37 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         if args.submit {
-            return submit(&script);
+            let code = submit(&script, args.wait);
+            if !args.wait || code != ExitCode::SUCCESS {
+                return code;
+            }
+            // The job has ended: its table, and which runs failed.
+            let failed: Vec<_> = sweep
+                .runs
+                .iter()
+                .filter(|r| run_state(&r.dir) != RunState::Done)
+                .collect();
+            for r in &failed {
+                eprintln!(
+                    "  not finished: {}  log: {}",
+                    r.dir.display(),
+                    r.log().display()
+                );
+            }
+            return match write_table(&sweep) {
+                Ok(md) => {
+                    println!("{md}");
+                    if failed.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
         return ExitCode::SUCCESS;
     }
@@ -185,19 +218,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn submit(script: &Path) -> ExitCode {
-    match std::process::Command::new("sbatch").arg(script).output() {
-        Ok(o) if o.status.success() => {
-            print!("{}", String::from_utf8_lossy(&o.stdout));
-            ExitCode::SUCCESS
-        }
+/// `sbatch [--wait] SCRIPT`. With `--wait`, sbatch's exit status is the job's: a failed task
+/// is not a failed submission (the caller lists the unfinished runs).
+fn submit(script: &Path, wait: bool) -> ExitCode {
+    let mut cmd = std::process::Command::new("sbatch");
+    if wait {
+        cmd.arg("--wait");
+    }
+    match cmd.arg(script).output() {
         Ok(o) => {
-            eprintln!(
-                "error: sbatch {} failed: {}",
-                script.display(),
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            ExitCode::from(2)
+            let out = String::from_utf8_lossy(&o.stdout);
+            print!("{out}");
+            if o.status.success() || (wait && out.contains("Submitted batch job")) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "error: sbatch {} failed: {}",
+                    script.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                ExitCode::from(2)
+            }
         }
         Err(e) => {
             eprintln!(
