@@ -4,5 +4,5 @@
 pub mod report;
 pub mod sweep;
 
-pub use report::{Report, ReportError, TableSpec};
+pub use report::{Ours, Report, ReportError, TableSpec};
 pub use sweep::{Sweep, SweepError, SweepRun};

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Metrics (percent): `auroc`, `fpr95`, `tnr95` (1 - fpr95), `aupr_in`, `aupr_out`, and
-//! `accuracy` (ID accuracy, `set = "id"`). A row comparing another method's runs names them
+//! `accuracy` (ID accuracy, `set = "id"`); for feature-bag runs `set = "slides"` with
+//! `accuracy`, `auroc`, `f1` (the selected epoch's test metrics). A row comparing another method's runs names them
 //! with its own `runs = [...]`.
 
 use oodforge_eval::Results;
@@ -76,7 +77,35 @@ pub struct RowSpec {
     pub runs: Option<Vec<String>>,
 }
 
-const METRICS: [&str; 6] = ["auroc", "fpr95", "tnr95", "aupr_in", "aupr_out", "accuracy"];
+const METRICS: [&str; 7] = [
+    "auroc", "fpr95", "tnr95", "aupr_in", "aupr_out", "accuracy", "f1",
+];
+
+/// Mean ± std over feature-bag runs of the selected epoch's test metrics (`results.json` of the
+/// MIL loop: `selected.test.{accuracy, auroc, f1}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlideAggregate {
+    pub runs: Vec<String>,
+    pub accuracy: MeanStd,
+    pub auroc: Option<MeanStd>,
+    pub f1: MeanStd,
+}
+
+/// Our runs, aggregated: OOD evaluations or slide classification.
+#[derive(Debug, Clone)]
+pub enum Ours {
+    Ood(Aggregate),
+    Slides(SlideAggregate),
+}
+
+impl Ours {
+    pub fn runs(&self) -> &[String] {
+        match self {
+            Self::Ood(a) => &a.runs,
+            Self::Slides(s) => &s.runs,
+        }
+    }
+}
 
 /// One cell of the comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -188,13 +217,19 @@ impl TableSpec {
                         METRICS.join(", ")
                     )));
                 }
-                if (m == "accuracy") != (row.set == "id") {
+                let fits = match row.set.as_str() {
+                    "id" => m == "accuracy",
+                    "slides" => ["accuracy", "auroc", "f1"].contains(&m.as_str()),
+                    _ => !["accuracy", "f1"].contains(&m.as_str()),
+                };
+                if !fits {
                     return Err(bad(format!(
-                        "rows[{i}]: `accuracy` goes with set = \"id\", the OOD metrics with an OOD set or \"near\" / \"far\""
+                        "rows[{i}]: `{m}` does not go with set = \"{}\" (set = \"id\": accuracy; \"slides\": accuracy, auroc, f1; an OOD set or \"near\" / \"far\": auroc, fpr95, tnr95, aupr_in, aupr_out)",
+                        row.set
                     )));
                 }
             }
-            if row.set != "id" && row.postprocessor.is_none() {
+            if row.set != "id" && row.set != "slides" && row.postprocessor.is_none() {
                 return Err(bad(format!("rows[{i}]: an OOD row needs `postprocessor`")));
             }
         }
@@ -202,25 +237,71 @@ impl TableSpec {
     }
 }
 
-/// Read the runs' `results.json` and aggregate them (mean ± std over the seeds).
-pub fn load_runs(dirs: &[PathBuf]) -> Result<Aggregate, ReportError> {
-    let mut all = Vec::new();
+/// Read the runs' `results.json` and aggregate them (mean ± std over the seeds): OOD
+/// evaluations, or feature-bag runs (slide classification).
+pub fn load_runs(dirs: &[PathBuf]) -> Result<Ours, ReportError> {
+    let mut ood = Vec::new();
+    let mut slides: Vec<(String, [Option<f64>; 3])> = Vec::new();
     for dir in dirs {
         let path = dir.join("results.json");
         let bytes = std::fs::read(&path).map_err(|source| ReportError::Io {
             path: path.clone(),
             source,
         })?;
-        let r: Results = serde_json::from_slice(&bytes).map_err(|e| ReportError::Results {
+        let bad = |message: String| ReportError::Results {
             path: path.clone(),
-            message: format!("not an OOD evaluation's results.json ({e})"),
-        })?;
-        all.push((dir.display().to_string(), r));
+            message,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON ({e})")))?;
+        if let Some(test) = v.get("selected").and_then(|s| s.get("test")) {
+            let m = |k: &str| test.get(k).and_then(serde_json::Value::as_f64);
+            slides.push((
+                dir.display().to_string(),
+                [m("accuracy"), m("auroc"), m("f1")],
+            ));
+        } else {
+            let r: Results = serde_json::from_value(v)
+                .map_err(|e| bad(format!("not an OOD evaluation's results.json ({e})")))?;
+            ood.push((dir.display().to_string(), r));
+        }
     }
-    Aggregate::of(&all).map_err(|e| ReportError::Results {
-        path: dirs.first().cloned().unwrap_or_default(),
-        message: e.to_string(),
-    })
+    let first = dirs.first().cloned().unwrap_or_default();
+    match (ood.is_empty(), slides.is_empty()) {
+        (false, true) => Aggregate::of(&ood)
+            .map(Ours::Ood)
+            .map_err(|e| ReportError::Results {
+                path: first,
+                message: e.to_string(),
+            }),
+        (true, false) => {
+            let col = |k: usize| -> Option<MeanStd> {
+                let v: Option<Vec<f64>> = slides.iter().map(|(_, m)| m[k]).collect();
+                v.map(|v| MeanStd::of(&v))
+            };
+            let (Some(accuracy), Some(f1)) = (col(0), col(2)) else {
+                return Err(ReportError::Results {
+                    path: first,
+                    message: "a feature-bag results.json without selected.test accuracy / f1"
+                        .into(),
+                });
+            };
+            Ok(Ours::Slides(SlideAggregate {
+                runs: slides.iter().map(|(r, _)| r.clone()).collect(),
+                accuracy,
+                auroc: col(1),
+                f1,
+            }))
+        }
+        (true, true) => Err(ReportError::Results {
+            path: first,
+            message: "no runs".into(),
+        }),
+        (false, false) => Err(ReportError::Results {
+            path: first,
+            message: "these runs mix OOD evaluations and feature-bag runs".into(),
+        }),
+    }
 }
 
 impl Report {
@@ -228,10 +309,13 @@ impl Report {
     /// `row_runs` (by the row's patterns) for the others. The convention must be the paper's.
     pub fn build(
         spec: &TableSpec,
-        ours: &Aggregate,
-        row_runs: &BTreeMap<Vec<String>, Aggregate>,
+        ours: &Ours,
+        row_runs: &BTreeMap<Vec<String>, Ours>,
     ) -> Result<Self, ReportError> {
-        let check = |a: &Aggregate| {
+        let check = |o: &Ours| {
+            let Ours::Ood(a) = o else {
+                return Ok(());
+            };
             if a.convention == spec.convention {
                 return Ok(());
             }
@@ -244,15 +328,15 @@ impl Report {
             })
         };
         check(ours)?;
-        let mut runs = ours.runs.clone();
+        let mut runs = ours.runs().to_vec();
         let mut cells = Vec::new();
         for row in &spec.rows {
             // A row whose own runs do not exist (yet) reports its cells as missing.
-            let ours: Option<&Aggregate> = match &row.runs {
+            let ours: Option<&Ours> = match &row.runs {
                 Some(patterns) => match row_runs.get(patterns) {
                     Some(a) => {
                         check(a)?;
-                        for r in &a.runs {
+                        for r in a.runs() {
                             if !runs.contains(r) {
                                 runs.push(r.clone());
                             }
@@ -270,8 +354,16 @@ impl Report {
                     row.set
                 )
             });
+            let ood = match ours {
+                Some(Ours::Ood(a)) => Some(a),
+                _ => None,
+            };
+            let bags = match ours {
+                Some(Ours::Slides(s)) => Some(s),
+                _ => None,
+            };
             let metrics: Option<&MetricsMeanStd> = row.postprocessor.as_ref().and_then(|pp| {
-                let p = ours?.postprocessors.get(pp)?;
+                let p = ood?.postprocessors.get(pp)?;
                 match row.set.as_str() {
                     "near" => p.near.as_ref(),
                     "far" => p.far.as_ref(),
@@ -279,8 +371,12 @@ impl Report {
                 }
             });
             for (metric, &paper) in &row.paper {
+                let slides = row.set == "slides";
                 let value = match metric.as_str() {
-                    "accuracy" => ours.map(|o| o.id_accuracy),
+                    "accuracy" if slides => bags.map(|b| b.accuracy),
+                    "auroc" if slides => bags.and_then(|b| b.auroc),
+                    "f1" => bags.map(|b| b.f1),
+                    "accuracy" => ood.map(|o| o.id_accuracy),
                     "auroc" => metrics.map(|m| m.auroc),
                     "fpr95" => metrics.map(|m| m.fpr95),
                     "tnr95" => metrics.map(|m| MeanStd {

@@ -50,12 +50,12 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let spec = TableSpec::load(&args.spec)?;
     let ours = if let Some(path) = &args.aggregate {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        oodforge_experiments::Ours::Ood(serde_json::from_slice(&bytes).map_err(|e| {
             format!(
                 "{}: not an `eval --runs` results.json ({e})",
                 path.display()
             )
-        })?
+        })?)
     } else {
         let dirs: Vec<PathBuf> = if args.runs.is_empty() {
             // Run folders only (a sweep keeps each run's log beside its folder).
