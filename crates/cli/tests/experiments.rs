@@ -107,6 +107,17 @@ fn every_experiment_resolves_and_its_smoke_run_reports() {
         );
         assert!(o.status.success(), "{name} smoke: {}", text(&o));
         assert!(out.join("results.json").is_file(), "{name}: results.json");
+        if name == "palm_cifar100" {
+            // A model with a projection head caches its embeddings beside the features.
+            use oodforge_eval::cache;
+            let file = out.join("outputs/id_test.safetensors");
+            let key = cache::stored_key(&file).unwrap().unwrap();
+            let set = cache::read_set(&file, &key, true).unwrap().unwrap();
+            let n = set.outputs.logits.len();
+            assert_eq!(set.outputs.embeddings.len(), n * 16, "projection dim 16");
+            let norm: f32 = set.outputs.embeddings[..16].iter().map(|v| v * v).sum();
+            assert!((norm - 1.0).abs() < 1e-4, "L2-normalised: {norm}");
+        }
         for table in &tables {
             let spec: toml::Value =
                 toml::from_str(&std::fs::read_to_string(table).unwrap()).unwrap();

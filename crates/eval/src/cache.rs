@@ -2,7 +2,8 @@
 //! model; every post-processor, setting and metric convention afterwards reads these files.
 //!
 //! One file per dataset: `logits` (F32 `[n, classes]`), `features` (F32 `[n, dim]`, when a
-//! feature score needed them), `labels` (I64 `[n]`, ID sets) and `oodforge.meta` (U8: a JSON
+//! feature score needed them), `embeddings` (F32 `[n, dim]`, the projection head's output when
+//! the model has one, beside the features), `labels` (I64 `[n]`, ID sets) and `oodforge.meta` (U8: a JSON
 //! object whose `key` is the SHA-256 of what the outputs depend on: the weights, the dataset
 //! listing and the test pipeline). A file whose key differs is stale and recomputed. Scores
 //! computed beside the network (ODIN) go to their own file per setting, tensor `score` (F64).
@@ -116,6 +117,16 @@ pub fn write_set(
                 shape: vec![n, set.features.len() / n.max(1)],
                 // The network computed them in f32: nothing is lost.
                 bytes: f32s(set.features.iter().map(|v| *v as f32)),
+            },
+        ));
+    }
+    if !set.embeddings.is_empty() {
+        tensors.push((
+            "embeddings",
+            Raw {
+                dtype: Dtype::F32,
+                shape: vec![n, set.embeddings.len() / n.max(1)],
+                bytes: f32s(set.embeddings.iter().copied()),
             },
         ));
     }
@@ -252,6 +263,15 @@ pub fn read_set(
         None if needs_features => return Ok(None),
         None => Vec::new(),
     };
+    let embeddings = match tensor(&st, path, "embeddings", Dtype::F32)? {
+        Some((shape, data)) if shape.first() == Some(&n) => read_f32(data).collect(),
+        Some((shape, _)) => {
+            return Err(bad(format!(
+                "`embeddings` has shape {shape:?} for {n} logit rows"
+            )));
+        }
+        None => Vec::new(),
+    };
     let labels = match tensor(&st, path, "labels", Dtype::I64)? {
         Some((shape, data)) if shape == [n] => Some(
             data.chunks_exact(8)
@@ -270,6 +290,7 @@ pub fn read_set(
             logits,
             features,
             external: Vec::new(),
+            embeddings,
         },
         labels,
     }))
@@ -304,12 +325,14 @@ mod tests {
             logits: Logits::new(vec![1.0, -2.5, 0.25, 3.0], 2),
             features: vec![0.5, 1.5, 2.5, -0.125, 7.0, 8.0],
             external: Vec::new(),
+            embeddings: vec![0.6, 0.8, 1.0, 0.0],
         };
         write_set(&path, "k1", &set, Some(&[1, 0])).unwrap();
         let back = read_set(&path, "k1", true).unwrap().expect("cached");
         assert_eq!(back.outputs.logits.data, set.logits.data);
         assert_eq!(back.outputs.logits.num_classes, 2);
         assert_eq!(back.outputs.features, set.features);
+        assert_eq!(back.outputs.embeddings, set.embeddings);
         assert_eq!(back.labels, Some(vec![1, 0]));
         assert!(read_set(&path, "other", false).unwrap().is_none(), "stale");
         assert!(

@@ -151,6 +151,7 @@ pub fn infer(
 ) -> Result<SetOutputs, TrainError> {
     let mut logits = Vec::new();
     let mut feats = Vec::new();
+    let mut embeddings = Vec::new();
     let mut classes = 0;
     for batch in test_batches(set, pipeline, cfg) {
         let batch = batch?;
@@ -160,12 +161,16 @@ pub fn infer(
         logits.extend(host(out.logits));
         if features {
             feats.extend(host(out.features).into_iter().map(f64::from));
+            if let Some(e) = out.embedding {
+                embeddings.extend(host(e));
+            }
         }
     }
     Ok(SetOutputs {
         logits: Logits::new(logits, classes.max(1)),
         features: feats,
         external: Vec::new(),
+        embeddings,
     })
 }
 

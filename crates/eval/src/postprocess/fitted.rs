@@ -28,6 +28,9 @@ pub struct SetOutputs {
     pub features: Vec<f64>,
     /// Scores computed beside the network (ODIN), by post-processor label.
     pub external: Vec<(String, Vec<f64>)>,
+    /// The projection head's L2-normalised embeddings `[n, dim]` (PALM and other contrastive
+    /// models), kept with the features in the output cache; no built-in score reads them.
+    pub embeddings: Vec<f32>,
 }
 
 impl SetOutputs {
@@ -36,6 +39,7 @@ impl SetOutputs {
             logits,
             features: Vec::new(),
             external: Vec::new(),
+            embeddings: Vec::new(),
         }
     }
 }
