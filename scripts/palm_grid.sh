@@ -5,4 +5,5 @@
 #   scripts/palm_grid.sh --slurm --submit && scripts/palm_grid.sh --aggregate-only
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cargo build --release -p oodforge-cli --bins
 exec cargo run --release -p oodforge-cli --bin sweep -- scripts/sweeps/palm_grid.toml "$@"

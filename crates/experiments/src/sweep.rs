@@ -476,7 +476,12 @@ fn run_one(
         .stdout(log)
         .stderr(err)
         .status()
-        .map_err(|e| SweepError::Launch(format!("{}: {e}", train.display())))?;
+        .map_err(|e| {
+            SweepError::Launch(format!(
+                "cannot start `{}` ({e}); build it beside `sweep` with `cargo build --release -p oodforge-cli --bins`, or pass --train-bin",
+                train.display()
+            ))
+        })?;
     if status.success() {
         tracing::info!(run = %run.dir.display(), "finished");
         Ok(Outcome::Finished)
