@@ -7,7 +7,8 @@ chown -R munge:munge /etc/munge /run/munge 2>/dev/null || true
 chmod 400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || munged --force
 CPUS=$(nproc)
-MEM=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
+# 90% of the memory slurmd will detect, so the node is never drained for "Low RealMemory".
+MEM=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 9 / 10 ))
 cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=local
 SlurmctldHost=localhost
@@ -36,6 +37,8 @@ pgrep -x slurmctld >/dev/null || slurmctld
 pgrep -x slurmd >/dev/null || slurmd -N localhost
 for i in $(seq 1 30); do
   if sinfo -h -o %T 2>/dev/null | grep -qE "idle|mix|alloc"; then exit 0; fi
+  # A node that registered as drained or down (e.g. after a restart) is returned to service.
+  scontrol update nodename=localhost state=resume >/dev/null 2>&1 || true
   sleep 1
 done
 echo "slurm did not come up" >&2; sinfo >&2 || true; exit 1

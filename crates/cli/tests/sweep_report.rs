@@ -338,12 +338,21 @@ paper = {{ accuracy = {acc} }}
 /// until it ends, and the table is written.
 #[test]
 fn slurm_array_job_runs_every_task_on_a_real_cluster() {
+    // A node that can take jobs (a drained or down node would leave the job pending forever).
     let up = Command::new("sinfo")
         .args(["-h", "-o", "%T"])
         .output()
-        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+        .is_ok_and(|o| {
+            let states = String::from_utf8_lossy(&o.stdout);
+            o.status.success()
+                && states
+                    .split_whitespace()
+                    .any(|s| ["idle", "mixed", "mix", "allocated", "alloc"].contains(&s))
+        });
     if !up {
-        eprintln!("skipped: no SLURM cluster answers `sinfo` (run .ci/slurm_localhost.sh as root)");
+        eprintln!(
+            "skipped: no SLURM node answers `sinfo` as idle (run .ci/slurm_localhost.sh as root)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -359,7 +368,7 @@ fn slurm_array_job_runs_every_task_on_a_real_cluster() {
             "setup = [\"echo task $SLURM_ARRAY_TASK_ID\"]",
         );
     std::fs::write(d.join("grid.toml"), sweep_file).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_sweep"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sweep"))
         .args([
             "grid.toml",
             "--slurm",
@@ -370,8 +379,21 @@ fn slurm_array_job_runs_every_task_on_a_real_cluster() {
         ])
         .current_dir(d)
         .env("RUST_LOG", "warn")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Four one-epoch runs take seconds; ten minutes means the cluster is not running them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            let _ = Command::new("scancel").args(["--name", "tiny"]).status();
+            panic!("the SLURM job did not end within 10 minutes (see `squeue`, `sinfo -R`)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let o = child.wait_with_output().unwrap();
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("Submitted batch job"), "{out}");
