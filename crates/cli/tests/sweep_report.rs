@@ -129,6 +129,51 @@ fn a_grid_over_seeds_runs_skips_finished_runs_and_reports_failures() {
         text(&o)
     );
 
+    // GPU pinning: worker i sees only gpus[i % n]. A wrapper records what each `train` saw
+    // and runs the real binary.
+    let wrapper = d.join("train-wrapper.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$CUDA_VISIBLE_DEVICES\" >> {}\nexec {} \"$@\"\n",
+            d.join("gpus.txt").display(),
+            train
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(d.join("pin.toml"), SWEEP.replace("runs/grid", "runs/pin")).unwrap();
+    let o = run(
+        sweep,
+        &[
+            "pin.toml",
+            "--gpus",
+            "3,5",
+            "--train-bin",
+            wrapper.to_str().unwrap(),
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let seen = std::fs::read_to_string(d.join("gpus.txt")).unwrap();
+    let mut seen: Vec<&str> = seen.lines().collect();
+    seen.sort();
+    assert_eq!(seen, ["3", "3", "5", "5"], "two workers, one GPU each");
+    // Without --gpus: the GPUs visible to sweep itself.
+    std::fs::remove_file(d.join("gpus.txt")).unwrap();
+    std::fs::write(d.join("pin2.toml"), SWEEP.replace("runs/grid", "runs/pin2")).unwrap();
+    let o = Command::new(sweep)
+        .args(["pin2.toml", "--train-bin", wrapper.to_str().unwrap()])
+        .current_dir(d)
+        .env("RUST_LOG", "warn")
+        .env("CUDA_VISIBLE_DEVICES", "4")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let seen = std::fs::read_to_string(d.join("gpus.txt")).unwrap();
+    assert_eq!(seen.lines().collect::<Vec<_>>(), ["4", "4", "4", "4"]);
+
     // A point whose runs fail at run time (weights file missing) does not stop the others; the
     // failures are listed with their logs and the exit code says so.
     let failing = SWEEP.replace(

@@ -25,7 +25,9 @@ struct Args {
     /// Parallel runs (default: one per `--gpus` entry, else 1).
     #[arg(long)]
     workers: Option<usize>,
-    /// GPU ids, comma-separated: worker i sees only gpus[i % n] (CUDA_VISIBLE_DEVICES).
+    /// GPU ids, comma-separated: worker i sees only gpus[i % n] (CUDA_VISIBLE_DEVICES). Default:
+    /// the GPUs visible to this process ($CUDA_VISIBLE_DEVICES, else `nvidia-smi -L`); `none`
+    /// for no pinning.
     #[arg(long, value_delimiter = ',')]
     gpus: Vec<String>,
     /// Backend passed to every run (auto, wgpu, flex, ndarray, cuda).
@@ -68,6 +70,38 @@ fn train_bin(args: &Args) -> PathBuf {
                 .map(|d| d.join(format!("train{}", std::env::consts::EXE_SUFFIX)))
         })
         .unwrap_or_else(|| PathBuf::from("train"))
+}
+
+/// The GPUs this process may use: `--gpus`, else $CUDA_VISIBLE_DEVICES, else those
+/// `nvidia-smi -L` lists; none on a machine without NVIDIA GPUs.
+fn visible_gpus(given: &[String]) -> Vec<String> {
+    if given == ["none"] {
+        return Vec::new();
+    }
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            let n = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count();
+            (0..n).map(|i| i.to_string()).collect()
+        })
+        .unwrap_or_default()
 }
 
 fn write_table(sweep: &Sweep) -> Result<String, Box<dyn std::error::Error>> {
@@ -183,8 +217,12 @@ fn main() -> ExitCode {
     }
     let mut failed = 0;
     if !args.aggregate_only {
-        let workers = args.workers.unwrap_or(args.gpus.len().max(1));
-        match sweep.run_local(&train, workers, &args.gpus, backend) {
+        let gpus = visible_gpus(&args.gpus);
+        let workers = args.workers.unwrap_or(gpus.len().max(1));
+        if !gpus.is_empty() {
+            eprintln!("{workers} worker(s) on GPU(s) {}", gpus.join(","));
+        }
+        match sweep.run_local(&train, workers, &gpus, backend) {
             Ok(summary) => {
                 eprintln!(
                     "{} finished, {} already done, {} failed",
