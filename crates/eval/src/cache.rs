@@ -162,43 +162,48 @@ pub fn write_scores(path: &Path, key: &str, scores: &[f64]) -> Result<(), CacheE
     write_tensors(path, tensors)
 }
 
-/// The file's contents when it exists and was written under `key`; `None` when it is missing
-/// or stale.
-fn open(path: &Path, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-    if stored_key(path)?.as_deref() != Some(key) {
-        return Ok(None);
-    }
-    std::fs::read(path)
-        .map(Some)
-        .map_err(|source| CacheError::Io {
+/// The file's bytes, `None` when it does not exist.
+fn read(path: &Path) -> Result<Option<Vec<u8>>, CacheError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CacheError::Io {
             path: path.to_path_buf(),
             source,
-        })
+        }),
+    }
 }
 
-/// The key a cache file was written under (`None` when the file is missing).
-pub fn stored_key(path: &Path) -> Result<Option<String>, CacheError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(CacheError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
+/// The key stored in a cache file's bytes.
+fn key_of(path: &Path, bytes: &[u8]) -> Result<Option<String>, CacheError> {
     let bad = |message: String| CacheError::Format {
         path: path.to_path_buf(),
         message,
     };
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let m = st
         .tensor(META)
         .map_err(|_| bad(format!("no `{META}` tensor")))?;
     let m: serde_json::Value =
         serde_json::from_slice(m.data()).map_err(|e| bad(format!("`{META}`: {e}")))?;
     Ok(m["key"].as_str().map(str::to_owned))
+}
+
+/// The file's contents when it exists and was written under `key`; `None` when it is missing
+/// or stale. The file is read once.
+fn open(path: &Path, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    let Some(bytes) = read(path)? else {
+        return Ok(None);
+    };
+    Ok((key_of(path, &bytes)?.as_deref() == Some(key)).then_some(bytes))
+}
+
+/// The key a cache file was written under (`None` when the file is missing).
+pub fn stored_key(path: &Path) -> Result<Option<String>, CacheError> {
+    match read(path)? {
+        Some(bytes) => key_of(path, &bytes),
+        None => Ok(None),
+    }
 }
 
 /// A stored tensor's shape and little-endian bytes.
