@@ -39,7 +39,8 @@ pub struct MetricsMeanStd {
 }
 
 impl MetricsMeanStd {
-    fn of(runs: &[&OodMetrics]) -> Self {
+    /// Mean and population std of each metric over `runs` (seeds, or a convention's draws).
+    pub fn of(runs: &[&OodMetrics]) -> Self {
         let field =
             |f: fn(&OodMetrics) -> f64| MeanStd::of(&runs.iter().map(|m| f(m)).collect::<Vec<_>>());
         Self {

@@ -14,6 +14,7 @@
 //! `random.sample`), not the same images, so a single draw differs; the 10-draw mean is what
 //! the papers report.
 
+use crate::aggregate::MetricsMeanStd;
 use crate::metrics::{OodMetrics, auc, binary_clf_curve, ood_metrics, pairwise_sum, roc_curve};
 use crate::postprocess::react::percentile;
 use oodforge_core::config::MetricConvention;
@@ -87,30 +88,20 @@ fn draw(rng: &mut ChaCha8Rng, values: &[f64], m: usize) -> Vec<f64> {
 }
 
 fn summarise(runs: &[OodMetrics]) -> ConventionMetrics {
-    let n = runs.len() as f64;
-    let field = |f: fn(&OodMetrics) -> f64| -> (f64, f64) {
-        let mean = runs.iter().map(f).sum::<f64>() / n;
-        let var = runs.iter().map(|m| (f(m) - mean).powi(2)).sum::<f64>() / n;
-        (mean, var.sqrt())
-    };
-    let (auroc, fpr95, aupr_in, aupr_out) = (
-        field(|m| m.auroc),
-        field(|m| m.fpr95),
-        field(|m| m.aupr_in),
-        field(|m| m.aupr_out),
-    );
+    let refs: Vec<&OodMetrics> = runs.iter().collect();
+    let m = MetricsMeanStd::of(&refs);
     ConventionMetrics {
         mean: OodMetrics {
-            auroc: auroc.0,
-            fpr95: fpr95.0,
-            aupr_in: aupr_in.0,
-            aupr_out: aupr_out.0,
+            auroc: m.auroc.mean,
+            fpr95: m.fpr95.mean,
+            aupr_in: m.aupr_in.mean,
+            aupr_out: m.aupr_out.mean,
         },
         std: (runs.len() > 1).then_some(OodMetrics {
-            auroc: auroc.1,
-            fpr95: fpr95.1,
-            aupr_in: aupr_in.1,
-            aupr_out: aupr_out.1,
+            auroc: m.auroc.std,
+            fpr95: m.fpr95.std,
+            aupr_in: m.aupr_in.std,
+            aupr_out: m.aupr_out.std,
         }),
     }
 }
