@@ -324,13 +324,22 @@ pub fn evaluate_model(
         odin_scores(cache, stem, net, set, &pipeline, cfg, &ad, &o)
     };
 
-    // APS: each post-processor's setting, searched on ID val vs val OOD (METHODS §8.5).
+    // APS: each post-processor's setting, searched on ID val vs val OOD (METHODS §8.5). A
+    // post-processor is searched when its OpenOOD grid has more than one fittable setting.
     let feature_dim = head.as_ref().map_or(0, |h| h.dim);
-    let searched = |pp: &PostprocessorConfig| {
-        cfg.eval.aps
-            && aps::grid(pp, feature_dim, train_features.len() / feature_dim.max(1)).len() > 1
-    };
-    let val_sets = if pps.iter().any(searched) {
+    let train_count = train_features.len() / feature_dim.max(1);
+    let grids: Vec<Vec<PostprocessorConfig>> = pps
+        .iter()
+        .map(|pp| {
+            let grid = aps::grid(pp, feature_dim, train_count);
+            if cfg.eval.aps && grid.len() > 1 {
+                grid
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    let val_sets = if grids.iter().any(|g| !g.is_empty()) {
         let (Some(v), Some(vo)) = (&data.val, &data.val_ood) else {
             return Err(TrainError::Options(
                 "eval.aps = true needs the benchmark's ID validation and validation OOD lists (OpenOOD benchmarks and the built-in data have them; this data source does not)".into(),
@@ -343,30 +352,36 @@ pub fn evaluate_model(
     } else {
         None
     };
+    // (setting, its APS record, the statistics the search already fitted for it)
     let mut chosen = Vec::with_capacity(pps.len());
-    for pp in pps {
-        let Some(((v, val_id), (vo, val_ood))) = val_sets.as_ref().filter(|_| searched(pp)) else {
-            chosen.push((pp.clone(), None));
+    for (pp, grid) in pps.iter().zip(grids) {
+        let Some(((v, val_id), (vo, val_ood))) = val_sets.as_ref().filter(|_| !grid.is_empty())
+        else {
+            chosen.push((pp.clone(), None, None));
             continue;
         };
-        let grid = aps::grid(pp, feature_dim, train_features.len() / feature_dim.max(1));
-        let mut previous: Option<Fitted> = None;
+        let mut fits: Vec<(PostprocessorConfig, Fitted)> = Vec::new();
         let record = aps::search(grid, pp, |setting| -> Result<f64, TrainError> {
             let (conf_id, conf_ood) = if matches!(setting, PostprocessorConfig::Odin { .. }) {
                 (odin(setting, "id_val", v)?, odin(setting, "val_ood", vo)?)
             } else {
-                let f = Fitted::refit(previous.as_ref(), setting, reference.as_ref())?;
+                let previous = fits.last().map(|(_, f)| f);
+                let f = Fitted::refit(previous, setting, reference.as_ref())?;
                 let scores = (f.score(val_id), f.score(val_ood));
-                previous = Some(f);
+                fits.push((setting.clone(), f));
                 scores
             };
             Ok(ood_metrics(&conf_id, &conf_ood).auroc)
         })?;
         info!(postprocessor = pp.label(), chosen = ?record.chosen, val_auroc = record.val_auroc, "APS");
-        chosen.push((record.chosen.clone(), Some(record)));
+        let fitted = fits
+            .into_iter()
+            .find(|(s, _)| *s == record.chosen)
+            .map(|(_, f)| f);
+        chosen.push((record.chosen.clone(), Some(record), fitted));
     }
 
-    for (pp, _) in &chosen {
+    for (pp, _, _) in &chosen {
         if matches!(pp, PostprocessorConfig::Odin { .. }) {
             let conf = odin(pp, "id_test", &data.test)?;
             id.external.push((pp.label().to_owned(), conf));
@@ -376,29 +391,40 @@ pub fn evaluate_model(
             }
         }
     }
-    let fitted = chosen
-        .iter()
-        .map(|(pp, _)| Ok((pp.clone(), Fitted::fit(pp, reference.as_ref())?)))
-        .collect::<Result<Vec<_>, oodforge_eval::EvalError>>()?;
+    let mut records = Vec::with_capacity(chosen.len());
+    let mut fitted = Vec::with_capacity(chosen.len());
+    for (pp, record, fit) in chosen {
+        let fit = match fit {
+            Some(f) => f,
+            None => Fitted::fit(&pp, reference.as_ref())?,
+        };
+        records.push((pp.label(), record));
+        fitted.push((pp, fit));
+    }
     let labels: Vec<usize> = (0..data.test.len()).map(|i| data.test.label(i)).collect();
     let (mut results, scores) = evaluate_scored(&id, &labels, &ood, &fitted, &cfg.eval.convention)?;
-    for (pp, record) in chosen {
-        if let Some(r) = results.postprocessors.get_mut(pp.label()) {
+    for (label, record) in records {
+        if let Some(r) = results.postprocessors.get_mut(label) {
             r.aps = record;
         }
     }
     Ok((results, scores))
 }
 
-/// The tables (`results.json` / `.md` / `.csv` / `.tex`) and, with scores, the pictures
-/// (`plots/<postprocessor>_{hist,roc}.png`).
+/// Into `dir` (created if needed): the tables (`results.json` / `.md` / `.csv` / `.tex`) and,
+/// unless `[eval] plots = false`, the pictures (`plots/<postprocessor>_{hist,roc}.png`).
 pub fn write_results(
     dir: &Path,
-    title: &str,
+    cfg: &ExperimentConfig,
     results: &Results,
-    scores: Option<&[Scores]>,
+    scores: &[Scores],
 ) -> Result<(), TrainError> {
-    if let Some(scores) = scores {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let title = &cfg.name;
+    if cfg.eval.plots {
         oodforge_eval::plots::write_all(&dir.join("plots"), title, scores)?;
     }
     let json = serde_json::to_vec_pretty(results).expect("results serialize");
@@ -556,16 +582,11 @@ pub fn evaluate_run_with(dir: &Path, options: &EvalOptions) -> Result<Results, T
         &selected.device,
         Some(&cache),
     )?;
-    let out = options.out.as_deref().unwrap_or(dir);
-    std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
     write_results(
-        out,
-        &cfg.name,
+        options.out.as_deref().unwrap_or(dir),
+        cfg,
         &results,
-        cfg.eval.plots.then_some(&scores[..]),
+        &scores,
     )?;
     Ok(results)
 }
@@ -660,15 +681,6 @@ pub fn evaluate_weights_with(
     let cache = OutputCache::new(out, Path::new(&weights.path))?;
     let (results, scores) =
         evaluate_model(&model, &data, &norm, cfg, &selected.device, Some(&cache))?;
-    std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    write_results(
-        out,
-        &cfg.name,
-        &results,
-        cfg.eval.plots.then_some(&scores[..]),
-    )?;
+    write_results(out, cfg, &results, &scores)?;
     Ok(results)
 }

@@ -398,8 +398,7 @@ fn execute(
         };
         let (results, scores) =
             evaluate_model(&model, &data, &norm, cfg, &selected.device, cache.as_ref())?;
-        let plots = cfg.eval.plots.then_some(&scores[..]);
-        write_results(dir, &cfg.name, &results, plots)?;
+        write_results(dir, cfg, &results, &scores)?;
         Some(results)
     } else {
         None
