@@ -1,40 +1,10 @@
 //! The binaries as a user meets them: clear errors (file, line, key; exit code 2; no panic),
 //! `--dry-run`, and a train + eval round trip.
 
+mod common;
+
+use common::{TINY, run, stderr};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn run(bin: &str, args: &[&str], cwd: &Path) -> Output {
-    Command::new(bin)
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-const TINY: &str = r#"
-seed = 1
-backend = "flex"
-[data]
-batch_size = 8
-[data.source]
-kind = "synthetic"
-num_classes = 2
-train_per_class = 8
-test_per_class = 4
-ood_per_set = 4
-outliers = 2
-[model]
-backbone = "resnet10"
-width = 2
-[train]
-epochs = 1
-"#;
 
 #[test]
 fn config_typo_is_a_clear_error_not_a_panic() {

@@ -2,25 +2,10 @@
 //! its smoke config runs the whole pipeline on the built-in data (train, eval) and every table
 //! spec reports against the smoke run (evaluated in the table's metric convention).
 
+mod common;
+
+use common::{run, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn run(bin: &str, args: &[&str], cwd: &Path) -> Output {
-    Command::new(bin)
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

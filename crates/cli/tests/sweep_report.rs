@@ -3,45 +3,15 @@
 //! stopping the others, typos refused before anything runs, the SLURM array script, and the
 //! paper comparison with `--check`.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn run(bin: &str, args: &[&str], cwd: &Path) -> Output {
-    Command::new(bin)
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+use common::{TINY, run, text};
+use std::process::Command;
+
+/// The tiny config, named (run folders are named after it).
+fn base() -> String {
+    format!("name = \"tiny\"{TINY}")
 }
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-const BASE: &str = r#"
-name = "tiny"
-seed = 1
-backend = "flex"
-[data]
-batch_size = 8
-[data.source]
-kind = "synthetic"
-num_classes = 2
-train_per_class = 8
-test_per_class = 4
-ood_per_set = 4
-outliers = 2
-[model]
-backbone = "resnet10"
-width = 2
-[train]
-epochs = 1
-"#;
 
 const SWEEP: &str = r#"
 base = "base.toml"
@@ -62,7 +32,7 @@ setup = ["module load cuda"]
 fn a_grid_over_seeds_runs_skips_finished_runs_and_reports_failures() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("base.toml"), BASE).unwrap();
+    std::fs::write(d.join("base.toml"), base()).unwrap();
     std::fs::write(d.join("grid.toml"), SWEEP).unwrap();
     let sweep = env!("CARGO_BIN_EXE_sweep");
     let train = env!("CARGO_BIN_EXE_train");
@@ -402,7 +372,7 @@ fn slurm_array_job_runs_every_task_on_a_real_cluster() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("base.toml"), BASE).unwrap();
+    std::fs::write(d.join("base.toml"), base()).unwrap();
     let sweep_file = SWEEP
         .replace("runs/grid", "runs/slurm")
         .replace("partition = \"gpu\"\n", "")
