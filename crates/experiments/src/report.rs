@@ -185,6 +185,16 @@ pub fn expand(pattern: &str) -> Vec<PathBuf> {
     found
 }
 
+/// The run folders `patterns` match: directories only (a sweep keeps each run's log beside its
+/// folder, and `s*` would match it).
+pub fn run_dirs(patterns: &[String]) -> Vec<PathBuf> {
+    patterns
+        .iter()
+        .flat_map(|p| expand(p))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
 impl TableSpec {
     pub fn load(path: &Path) -> Result<Self, ReportError> {
         let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {

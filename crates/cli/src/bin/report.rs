@@ -7,7 +7,7 @@
 
 use clap::Parser;
 use oodforge_cli::init_logging;
-use oodforge_experiments::report::{Report, TableSpec, expand, load_runs};
+use oodforge_experiments::report::{Report, TableSpec, load_runs, run_dirs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -58,12 +58,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         })?)
     } else {
         let dirs: Vec<PathBuf> = if args.runs.is_empty() {
-            // Run folders only (a sweep keeps each run's log beside its folder).
-            spec.runs
-                .iter()
-                .flat_map(|p| expand(p))
-                .filter(|p| p.is_dir())
-                .collect()
+            run_dirs(&spec.runs)
         } else {
             args.runs.clone()
         };
@@ -90,11 +85,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         if row_runs.contains_key(&patterns) {
             continue;
         }
-        let dirs: Vec<PathBuf> = patterns
-            .iter()
-            .flat_map(|p| expand(p))
-            .filter(|p| p.is_dir())
-            .collect();
+        let dirs = run_dirs(&patterns);
         // Rows whose runs do not exist yet show their cells as missing.
         if !dirs.is_empty() {
             row_runs.insert(patterns, load_runs(&dirs)?);
