@@ -4,7 +4,9 @@
 //! memory, text in DejaVu Sans (embedded, no system fonts), encoded with `image`.
 
 use crate::metrics::{auc, roc_curve};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -76,17 +78,65 @@ fn save(path: &Path, buf: Vec<u8>) -> Result<(), PlotError> {
     })
 }
 
-fn draw_err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
-    move |message| PlotError::Draw {
+/// A chart's axes, text and legend place; `plot` draws the common frame around the series.
+struct Frame<'a> {
+    title: &'a str,
+    x: Range<f64>,
+    y: Range<f64>,
+    x_desc: String,
+    y_desc: &'a str,
+    legend: SeriesLabelPosition,
+}
+
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draw `frame` (caption, mesh, axis descriptions), then the series `draw` adds (with their
+/// legend entries), then the legend, and save the PNG.
+fn plot(
+    path: &Path,
+    frame: Frame<'_>,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> Result<(), String>,
+) -> Result<(), PlotError> {
+    fonts();
+    let err = |message: String| PlotError::Draw {
         path: path.to_path_buf(),
         message,
+    };
+    let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(frame.title, ("sans-serif", 24))
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(64)
+            .build_cartesian_2d(frame.x, frame.y)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc(frame.x_desc)
+            .y_desc(frame.y_desc)
+            .label_style(("sans-serif", 15))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        draw(&mut chart).map_err(err)?;
+        chart
+            .configure_series_labels()
+            .position(frame.legend)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
     }
+    save(path, buf)
 }
 
 /// Densities (each set's histogram sums to 1) of the ID and OOD scores on common bins.
 pub fn histogram_png(path: &Path, title: &str, s: &Scores) -> Result<(), PlotError> {
-    fonts();
-    let err = draw_err(path);
     let all = s.id.iter().chain(s.ood.iter().flat_map(|(_, v)| v.iter()));
     let (lo, hi) = all
         .filter(|v| v.is_finite())
@@ -116,35 +166,25 @@ pub fn histogram_png(path: &Path, title: &str, s: &Scores) -> Result<(), PlotErr
         .flat_map(|(_, h, _)| h.iter().copied())
         .fold(0.0, f64::max)
         * 1.1;
-    let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 24))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d(lo..hi, 0.0..top.max(1e-9))
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc(format!(
-                "{} score (higher = more in-distribution)",
-                s.postprocessor
-            ))
-            .y_desc("fraction of the set")
-            .label_style(("sans-serif", 15))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+    let frame = Frame {
+        title,
+        x: lo..hi,
+        y: 0.0..top.max(1e-9),
+        x_desc: format!("{} score (higher = more in-distribution)", s.postprocessor),
+        y_desc: "fraction of the set",
+        legend: SeriesLabelPosition::MiddleRight,
+    };
+    plot(path, frame, |chart| {
         for (name, h, color) in &sets {
+            // Owned: the legend closure lives as long as the chart.
+            let color = *color;
             let bars = h.iter().enumerate().map(|(b, &f)| {
                 let x0 = lo + b as f64 * width;
                 Rectangle::new([(x0, 0.0), (x0 + width, f)], color.mix(0.35).filled())
             });
             chart
                 .draw_series(bars)
-                .map_err(|e| err(e.to_string()))?
+                .map_err(|e| e.to_string())?
                 .label(name.clone())
                 .legend(move |(x, y)| {
                     Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.mix(0.6).filled())
@@ -156,46 +196,27 @@ pub fn histogram_png(path: &Path, title: &str, s: &Scores) -> Result<(), PlotErr
             });
             chart
                 .draw_series(LineSeries::new(outline, color.stroke_width(2)))
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|e| e.to_string())?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
-        root.present().map_err(|e| err(e.to_string()))?;
-    }
-    save(path, buf)
+        Ok(())
+    })
 }
 
 /// ROC curves (OOD positive, sklearn's points) of every OOD set against the ID test set, with
 /// their AUROC in the legend.
 pub fn roc_png(path: &Path, title: &str, s: &Scores) -> Result<(), PlotError> {
-    fonts();
-    let err = draw_err(path);
-    let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 24))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("FPR: share of ID test flagged OOD")
-            .y_desc("TPR: share of OOD detected")
-            .label_style(("sans-serif", 15))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+    let frame = Frame {
+        title,
+        x: 0.0..1.0,
+        y: 0.0..1.0,
+        x_desc: "FPR: share of ID test flagged OOD".into(),
+        y_desc: "TPR: share of OOD detected",
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    plot(path, frame, |chart| {
         chart
             .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.3)))
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         for (i, (name, ood)) in s.ood.iter().enumerate() {
             let mut conf = s.id.clone();
             conf.extend_from_slice(ood);
@@ -209,23 +230,14 @@ pub fn roc_png(path: &Path, title: &str, s: &Scores) -> Result<(), PlotError> {
                     roc.fpr.iter().copied().zip(roc.tpr.iter().copied()),
                     color.stroke_width(2),
                 ))
-                .map_err(|e| err(e.to_string()))?
+                .map_err(|e| e.to_string())?
                 .label(format!("{name} (AUROC {:.2})", 100.0 * area))
                 .legend(move |(x, y)| {
                     PathElement::new([(x, y), (x + 18, y)], color.stroke_width(3))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 15))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
-        root.present().map_err(|e| err(e.to_string()))?;
-    }
-    save(path, buf)
+        Ok(())
+    })
 }
 
 /// `plots/<postprocessor>_hist.png` and `plots/<postprocessor>_roc.png` for every entry.
