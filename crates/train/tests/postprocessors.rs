@@ -40,18 +40,23 @@ postprocessors = [
     config::resolve(cfg, Path::new("all_scores.toml")).unwrap()
 }
 
-#[test]
-fn every_postprocessor_scores_a_trained_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = train(
-        &config(),
+/// Train `cfg` on the CPU backend into `run` (and evaluate it, as `train` does).
+fn train_flex(cfg: &ResolvedConfig, run: &Path) -> oodforge_train::TrainOutcome {
+    train(
+        cfg,
         &TrainOptions {
-            out: Some(dir.path().join("run")),
+            out: Some(run.to_path_buf()),
             backend: Some(BackendChoice::Flex),
             ..Default::default()
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn every_postprocessor_scores_a_trained_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train_flex(&config(), &dir.path().join("run"));
     let r = out.results.expect("evaluated after training");
     let names: Vec<&str> = r.postprocessors.keys().map(String::as_str).collect();
     assert_eq!(
@@ -224,15 +229,7 @@ postprocessors = [
     let cfg = config::resolve(cfg, Path::new("aps.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let out = train(
-        &cfg,
-        &TrainOptions {
-            out: Some(run.clone()),
-            backend: Some(BackendChoice::Flex),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let out = train_flex(&cfg, &run);
     let r = out.results.unwrap();
     assert!(r.postprocessors["msp"].aps.is_none(), "MSP has no sweep");
     // 120 training features: K = 50 and 100 of OpenOOD's {50, ..., 1000}.
@@ -303,15 +300,7 @@ fn seeds_aggregate_to_mean_and_std_of_the_same_evaluation() {
         cfg.eval.postprocessors = vec![oodforge_core::config::PostprocessorConfig::Msp {}];
         let cfg = config::resolve(cfg, Path::new("seeds.toml")).unwrap();
         let run = dir.path().join(format!("seed{seed}"));
-        let out = train(
-            &cfg,
-            &TrainOptions {
-                out: Some(run.clone()),
-                backend: Some(BackendChoice::Flex),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let out = train_flex(&cfg, &run);
         accuracies.push(out.results.unwrap().id_accuracy);
         runs.push(run);
     }
