@@ -3,7 +3,7 @@
 
 use crate::error::DataError;
 use crate::open::open;
-use crate::plan::{Plan, PlannedSet};
+use crate::plan::{Plan, PlannedSet, Role};
 use oodforge_core::config::SetSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,11 +55,19 @@ pub fn format_name(spec: &SetSpec) -> (&'static str, String) {
         SetSpec::ImgList { list, root } => ("imglist", format!("{list} over {root}")),
         SetSpec::MixoeList { list, root } => ("mixoe_list", format!("{list} over {root}")),
         SetSpec::Npy { path } => ("npy", path.clone()),
+        SetSpec::Webvision { path, exclude } => {
+            ("webvision", format!("{path} [exclude {exclude}]"))
+        }
     }
 }
 
 /// Check one set (opens it; for file lists also stats every file).
-pub fn check_set(role: &'static str, set: &PlannedSet, num_classes: Option<usize>) -> SetReport {
+pub fn check_set(
+    role: &'static str,
+    set: &PlannedSet,
+    num_classes: Option<usize>,
+    earlier: &[(Role, usize)],
+) -> SetReport {
     let (format, location) = format_name(&set.spec);
     let mut report = SetReport {
         role,
@@ -72,7 +80,7 @@ pub fn check_set(role: &'static str, set: &PlannedSet, num_classes: Option<usize
         missing_files: 0,
         detail: None,
     };
-    match open(set, num_classes) {
+    match open(set, num_classes, earlier) {
         Ok(o) => {
             report.count = Some(o.source.len());
             report.fingerprint = Some(o.source.fingerprint());
@@ -113,15 +121,17 @@ pub fn check_set(role: &'static str, set: &PlannedSet, num_classes: Option<usize
 }
 
 pub fn check_plan(plan: &Plan) -> Vec<SetReport> {
+    let mut sizes = Vec::new();
     plan.sets
         .iter()
         .map(|(role, set)| {
-            let classes = matches!(
-                role,
-                crate::plan::Role::Train | crate::plan::Role::Test | crate::plan::Role::Val
-            )
-            .then_some(plan.num_classes);
-            check_set(role.as_str(), set, classes)
+            let classes =
+                matches!(role, Role::Train | Role::Test | Role::Val).then_some(plan.num_classes);
+            let report = check_set(role.as_str(), set, classes, &sizes);
+            if let Some(n) = report.count {
+                sizes.push((*role, n));
+            }
+            report
         })
         .collect()
 }

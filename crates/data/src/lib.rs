@@ -9,6 +9,7 @@ pub mod images;
 pub mod loader;
 pub mod open;
 pub mod plan;
+pub mod pyrand;
 pub mod source;
 pub mod synthetic;
 pub mod transform;
@@ -89,18 +90,21 @@ impl Datasets {
         let mut class_names = Vec::new();
         let mut ood = Vec::new();
         let mut outliers = None;
+        let mut sizes = Vec::new();
         for (role, set) in &plan.sets {
+            let id = matches!(role, Role::Train | Role::Val | Role::Test);
+            let o = open::open(set, id.then_some(plan.num_classes), &sizes)?;
+            sizes.push((*role, o.source.len()));
             match role {
                 Role::Train => {
-                    let o = open::open(set, Some(plan.num_classes))?;
                     class_names = o.class_names;
                     train = Some(o.source);
                 }
-                Role::Test => test = Some(open::open(set, Some(plan.num_classes))?.source),
-                Role::Ood(g) => ood.push((open::open(set, None)?.source, *g)),
-                Role::Outliers => outliers = Some(open::open(set, None)?.source),
-                Role::Val => val = Some(open::open(set, Some(plan.num_classes))?.source),
-                Role::ValOod => val_ood = Some(open::open(set, None)?.source),
+                Role::Test => test = Some(o.source),
+                Role::Ood(g) => ood.push((o.source, *g)),
+                Role::Outliers => outliers = Some(o.source),
+                Role::Val => val = Some(o.source),
+                Role::ValOod => val_ood = Some(o.source),
             }
         }
         if class_names.len() != plan.num_classes {

@@ -53,6 +53,8 @@ pub enum Pipeline {
     Test {
         pre_size: usize,
         image_size: usize,
+        /// `Resize((pre_size, pre_size))` instead of the shorter side (MixOE).
+        square: bool,
         norm: Normalizer,
     },
 }
@@ -98,8 +100,13 @@ pub fn make_batch(
             Pipeline::Test {
                 pre_size,
                 image_size,
+                square,
                 ..
-            } => per_view[0].push(transform::test_transform(img, *pre_size, *image_size)),
+            } => per_view[0].push(if *square {
+                transform::test_transform_square(img, *pre_size, *image_size)
+            } else {
+                transform::test_transform(img, *pre_size, *image_size)
+            }),
         }
         labels.push(source.label(i));
     }

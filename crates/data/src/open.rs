@@ -3,11 +3,11 @@
 use crate::error::DataError;
 use crate::formats::cifar::{self, Cifar};
 use crate::formats::files::FileList;
-use crate::formats::{npy, svhn};
-use crate::plan::PlannedSet;
+use crate::formats::{npy, svhn, webvision};
+use crate::plan::{Pick, PlannedSet, Role};
 use crate::source::Source;
 use oodforge_core::config::SetSpec;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An opened set and its class names (empty when the format has none).
@@ -37,13 +37,102 @@ impl Opened {
     }
 }
 
-/// Open a set. `num_classes` checks ID labels where the format stores them.
-pub fn open(set: &PlannedSet, num_classes: Option<usize>) -> Result<Opened, DataError> {
-    let (layout, hint) = (set.layout.as_str(), set.hint.as_str());
+/// Open a set and take what its `pick` says. `num_classes` checks ID labels where the format
+/// stores them; `earlier` holds the sizes of the sets of the plan opened before this one (a
+/// `PoolSample` is as large as one of them).
+pub fn open(
+    set: &PlannedSet,
+    num_classes: Option<usize>,
+    earlier: &[(Role, usize)],
+) -> Result<Opened, DataError> {
     let name = set.name.as_str();
-    Ok(match &set.spec {
+    let spec = |spec: &SetSpec, classes: Option<usize>| {
+        open_spec(spec, name, &set.layout, &set.hint, classes)
+    };
+    let listing = |o: Opened, spec: &SetSpec| {
+        o.listing.ok_or_else(|| {
+            DataError::Config(format!(
+                "set `{name}`: only image lists and folders can be filtered or pooled, not {spec:?}"
+            ))
+        })
+    };
+    match &set.pick {
+        Pick::All => spec(&set.spec, num_classes),
+        Pick::Classes(classes) => {
+            // Labels are the dataset's own (all of its classes); they are checked after the
+            // selection, which relabels them 0..classes.len().
+            let list = listing(spec(&set.spec, None)?, &set.spec)?;
+            let kept = list.keep_classes(classes);
+            if kept.files.is_empty() {
+                return Err(DataError::corrupt(
+                    list.root(),
+                    "labels",
+                    format!(
+                        "set `{name}` has no image of the {} classes this split uses; expected the dataset's full list",
+                        classes.len()
+                    ),
+                ));
+            }
+            Ok(Opened::files(kept))
+        }
+        Pick::PoolSample { more, seed, like } => {
+            let mut lists = vec![listing(spec(&set.spec, None)?, &set.spec)?];
+            for s in more {
+                lists.push(listing(spec(s, None)?, s)?);
+            }
+            let root = common_root(lists.iter().map(|l| l.root()));
+            let refs: Vec<&FileList> = lists.iter().map(|l| l.as_ref()).collect();
+            let pool = FileList::concat(name, &root, &refs);
+            let k = earlier
+                .iter()
+                .find(|(r, _)| r == like)
+                .map(|(_, n)| *n)
+                .ok_or_else(|| {
+                    DataError::Config(format!(
+                        "set `{name}` is sampled to the size of the {} set, which the plan opens later",
+                        like.as_str()
+                    ))
+                })?;
+            if k > pool.files.len() {
+                return Err(DataError::corrupt(
+                    &root,
+                    "images",
+                    format!(
+                        "set `{name}` pools {} images but the protocol samples {k} (the size of the {} set)",
+                        pool.files.len(),
+                        like.as_str()
+                    ),
+                ));
+            }
+            let picked = crate::pyrand::python_sample(*seed, pool.files.len(), k);
+            Ok(Opened::files(pool.subset(&picked)))
+        }
+    }
+}
+
+/// The deepest folder holding every one of `roots`.
+fn common_root<'a>(mut roots: impl Iterator<Item = &'a Path>) -> PathBuf {
+    let mut common = roots.next().map(Path::to_path_buf).unwrap_or_default();
+    for r in roots {
+        while !r.starts_with(&common) {
+            if !common.pop() {
+                break;
+            }
+        }
+    }
+    common
+}
+
+fn open_spec(
+    spec: &SetSpec,
+    name: &str,
+    layout: &str,
+    hint: &str,
+    num_classes: Option<usize>,
+) -> Result<Opened, DataError> {
+    Ok(match spec {
         SetSpec::Cifar10 { path, split } | SetSpec::Cifar100 { path, split, .. } => {
-            let kind = match &set.spec {
+            let kind = match spec {
                 SetSpec::Cifar100 { labels, .. } => Cifar::Cifar100 {
                     coarse: labels == "coarse",
                 },
@@ -82,6 +171,13 @@ pub fn open(set: &PlannedSet, num_classes: Option<usize>) -> Result<Opened, Data
             layout,
             hint,
         )?),
+        SetSpec::Webvision { path, exclude } => {
+            let excluded = match exclude.as_str() {
+                "mixoe" => webvision::mixoe_excluded(),
+                _ => Vec::new(),
+            };
+            Opened::files(webvision::read(Path::new(path), &excluded, name)?)
+        }
         SetSpec::Npy { path } => Opened::memory(
             Arc::new(npy::NpyImages::open(Path::new(path), name)?),
             Vec::new(),

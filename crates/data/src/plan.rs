@@ -20,6 +20,25 @@ pub struct PlannedSet {
     pub layout: String,
     /// Where to get the data.
     pub hint: String,
+    /// What of the opened set is used.
+    pub pick: Pick,
+}
+
+/// What of an opened set a role uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pick {
+    All,
+    /// The items of these labels, relabelled by rank in sorted order (MixOE's ID and held-out
+    /// classes, `FinegrainedDataset(class_list=...)`).
+    Classes(Vec<usize>),
+    /// The set with `more` appended, then `random.seed(seed); random.sample(pool, n)` where n
+    /// is the size of the set of role `like`, opened earlier in the plan (MixOE `eval.py`: the
+    /// coarse-grained OOD pool and the WebVision validation subset).
+    PoolSample {
+        more: Vec<SetSpec>,
+        seed: u64,
+        like: Role,
+    },
 }
 
 /// Role of a set in an experiment.
@@ -97,6 +116,13 @@ pub fn plan(source: &DataSource) -> Result<Option<Plan>, DataError> {
             suite,
             outliers,
         } => Some(classic(id, root, suite, outliers)?),
+        DataSource::Finegrained {
+            dataset,
+            split,
+            root,
+            info,
+            outliers,
+        } => Some(finegrained(dataset, *split, root, info, outliers)?),
         DataSource::Custom(c) => {
             let mut sets = vec![
                 (Role::Train, custom("train", &c.train)),
@@ -138,12 +164,14 @@ fn custom(name: &str, spec: &SetSpec) -> PlannedSet {
             "<list>: one `<relative path> <label>` per line\n<root>/<relative path>".into()
         }
         SetSpec::Npy { .. } => "<path>: NumPy uint8 array of shape (N, H, W, 3)".into(),
+        SetSpec::Webvision { .. } => crate::formats::webvision::LAYOUT.into(),
     };
     PlannedSet {
         name: name.to_owned(),
         spec: spec.clone(),
         layout,
         hint: "check the path in the config's [data.source] (relative paths are relative to the working directory)".into(),
+        pick: Pick::All,
     }
 }
 
@@ -256,6 +284,7 @@ pub fn openood(benchmark: &str, root: &str, outliers: bool) -> Result<Plan, Data
         },
         layout: layout.clone(),
         hint: OPENOOD_HINT.into(),
+        pick: Pick::All,
     };
     let id_name = benchmark;
     let mut sets = vec![
@@ -316,6 +345,7 @@ pub fn classic(id: &str, root: &str, suite: &str, outliers: &str) -> Result<Plan
         },
         layout: kind.layout().into(),
         hint: kind.hint().into(),
+        pick: Pick::All,
     };
     let folder_set = |name: &str, rel: &str, layout: &str, hint: &str| PlannedSet {
         name: name.into(),
@@ -324,6 +354,7 @@ pub fn classic(id: &str, root: &str, suite: &str, outliers: &str) -> Result<Plan
         },
         layout: layout.into(),
         hint: hint.into(),
+        pick: Pick::All,
     };
     let textures = folder_set(
         "textures",
@@ -338,6 +369,7 @@ pub fn classic(id: &str, root: &str, suite: &str, outliers: &str) -> Result<Plan
         },
         layout: svhn::LAYOUT.into(),
         hint: svhn::HINT.into(),
+        pick: Pick::All,
     };
     let places = folder_set(
         "places365",
@@ -386,6 +418,7 @@ pub fn classic(id: &str, root: &str, suite: &str, outliers: &str) -> Result<Plan
                 },
                 layout: "300K_random_images.npy   (uint8, (300000, 32, 32, 3), ~921.6 MB)".into(),
                 hint: npy::HINT.into(),
+                pick: Pick::All,
             },
         )),
         "none" => {}
@@ -400,5 +433,156 @@ pub fn classic(id: &str, root: &str, suite: &str, outliers: &str) -> Result<Plan
         sets,
         normalize: Some(norm),
         sizes: Some((32, 32)),
+    })
+}
+
+/// MixOE's four fine-grained environments (`utils/dataset.py::SPLIT_NUM_CLASSES`): dataset,
+/// (ID classes, held-out classes), image folder under the data root. The order is
+/// `eval.py::DATA_DIR`'s, in which the coarse-grained OOD pool appends the other three.
+pub const FINEGRAINED: [(&str, (usize, usize), &str); 4] = [
+    ("bird", (200, 55), "bird/images"),
+    ("butterfly", (150, 50), "butterfly/images_small"),
+    ("car", (150, 46), "car"),
+    ("aircraft", (90, 10), "aircraft/images"),
+];
+
+const FINEGRAINED_HINT: &str = "prepare the images as MixOE's data/README.md describes (NABirds, the Butterfly-200 small images, Stanford Cars, FGVC-Aircraft) and take the lists from MixOE's info/ folder (scripts/download_finegrained.sh prints the steps)";
+
+/// MixOE's ID classes of `dataset` for `split`, in draw order:
+/// `np.random.RandomState(split).choice(range(n_id + n_ood), n_id, replace=False)`
+/// (`train/train_mixoe.py`, `eval/eval.py`).
+pub fn finegrained_id_classes(dataset: &str, split: u32) -> Result<Vec<usize>, DataError> {
+    let (_, (n_id, n_ood), _) = FINEGRAINED
+        .iter()
+        .find(|(d, ..)| *d == dataset)
+        .ok_or_else(|| unknown_finegrained(dataset))?;
+    Ok(crate::pyrand::numpy_choice(split, n_id + n_ood, *n_id))
+}
+
+fn unknown_finegrained(dataset: &str) -> DataError {
+    DataError::Config(format!(
+        "unknown fine-grained dataset `{dataset}`, expected bird, butterfly, car or aircraft"
+    ))
+}
+
+/// MixOE's fine-grained protocol (METHODS §4.4): ID = the split's classes of `train.txt` /
+/// `val.txt` / `test.txt`; near OOD `fine` = the held-out classes of `test.txt`; far OOD
+/// `coarse` = the other three datasets' `test.txt` pooled and sampled to the ID test size
+/// (`random.seed(0)`); outliers = WebVision without `INET_SPLITS`; validation OOD = a
+/// `random.seed(0)` sample of it the size of the ID validation set (`eval.py --val`).
+pub fn finegrained(
+    dataset: &str,
+    split: u32,
+    root: &str,
+    info: &str,
+    outliers: &str,
+) -> Result<Plan, DataError> {
+    let (_, (n_id, n_ood), _) = FINEGRAINED
+        .iter()
+        .find(|(d, ..)| *d == dataset)
+        .ok_or_else(|| unknown_finegrained(dataset))?;
+    let id_classes = finegrained_id_classes(dataset, split)?;
+    let held_out: Vec<usize> = (0..n_id + n_ood)
+        .filter(|c| !id_classes.contains(c))
+        .collect();
+    let list = |ds: &str, file: &str| {
+        let folder = FINEGRAINED.iter().find(|(d, ..)| *d == ds).map(|f| f.2);
+        SetSpec::MixoeList {
+            list: join(info, &format!("{ds}/{file}")),
+            root: join(root, folder.expect("a FINEGRAINED dataset")),
+        }
+    };
+    let layout = format!(
+        "{info}/<dataset>/{{train,val,test}}.txt   (MixOE's info/ lists)\n{root}/bird/images/..., butterfly/images_small/..., car/cars_train|cars_test/..., aircraft/images/..."
+    );
+    let set = |name: String, spec: SetSpec, pick: Pick| PlannedSet {
+        name,
+        spec,
+        layout: layout.clone(),
+        hint: FINEGRAINED_HINT.into(),
+        pick,
+    };
+    let ids = || Pick::Classes(id_classes.clone());
+    let mut sets = vec![
+        (
+            Role::Train,
+            set(
+                format!("{dataset}/train"),
+                list(dataset, "train.txt"),
+                ids(),
+            ),
+        ),
+        (
+            Role::Val,
+            set(format!("{dataset}/val"), list(dataset, "val.txt"), ids()),
+        ),
+        (
+            Role::Test,
+            set(format!("{dataset}/test"), list(dataset, "test.txt"), ids()),
+        ),
+        (
+            Role::Ood(Group::Near),
+            set(
+                "fine".into(),
+                list(dataset, "test.txt"),
+                Pick::Classes(held_out),
+            ),
+        ),
+    ];
+    let mut others = FINEGRAINED
+        .iter()
+        .filter(|(d, ..)| *d != dataset)
+        .map(|(d, ..)| list(d, "test.txt"));
+    let first = others.next().expect("three other datasets");
+    sets.push((
+        Role::Ood(Group::Far),
+        set(
+            "coarse".into(),
+            first,
+            Pick::PoolSample {
+                more: others.collect(),
+                seed: 0,
+                like: Role::Test,
+            },
+        ),
+    ));
+    match outliers {
+        "webvision" => {
+            let webvision = || SetSpec::Webvision {
+                path: join(root, "WebVision"),
+                exclude: "mixoe".into(),
+            };
+            let wv = |name: &str, pick: Pick| PlannedSet {
+                name: name.into(),
+                spec: webvision(),
+                layout: crate::formats::webvision::LAYOUT.into(),
+                hint: crate::formats::webvision::HINT.into(),
+                pick,
+            };
+            sets.push((
+                Role::ValOod,
+                wv(
+                    "webvision_val",
+                    Pick::PoolSample {
+                        more: Vec::new(),
+                        seed: 0,
+                        like: Role::Val,
+                    },
+                ),
+            ));
+            sets.push((Role::Outliers, wv("webvision", Pick::All)));
+        }
+        "none" => {}
+        other => {
+            return Err(DataError::Config(format!(
+                "unknown outlier set `{other}`, expected webvision or none"
+            )));
+        }
+    }
+    Ok(Plan {
+        num_classes: *n_id,
+        sets,
+        normalize: Some(IMAGENET_NORM),
+        sizes: Some((512, 448)),
     })
 }

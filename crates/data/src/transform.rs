@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 pub fn apply(op: &TransformOp, img: Rgb, rng: &mut ChaCha8Rng) -> Rgb {
     match *op {
         TransformOp::Resize { size } => resize_shorter(img, size),
+        TransformOp::ResizeSquare { size } => resize_exact(img, size, size),
         TransformOp::CenterCrop { size } => center_crop(&img, size, size),
         TransformOp::RandomCrop { size, padding } => {
             // torchvision RandomCrop: pad, then top = randint(0, H - th), left = randint(0, W - tw).
@@ -304,4 +305,13 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
 pub fn test_transform(img: Rgb, pre_size: usize, image_size: usize) -> Rgb {
     let r = resize_shorter(img, pre_size);
     center_crop(&r, image_size, image_size)
+}
+
+/// MixOE's test transform: `Resize((pre_size, pre_size))` then `CenterCrop(image_size)`.
+pub fn test_transform_square(img: Rgb, pre_size: usize, image_size: usize) -> Rgb {
+    center_crop(
+        &resize_exact(img, pre_size, pre_size),
+        image_size,
+        image_size,
+    )
 }

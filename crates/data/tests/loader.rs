@@ -213,6 +213,7 @@ fn batches_are_normalised_chw_and_views_are_view_major() {
     let test = Pipeline::Test {
         pre_size: 8,
         image_size: 8,
+        square: false,
         norm: Normalizer {
             mean: [0.5; 3],
             std: [0.25; 3],

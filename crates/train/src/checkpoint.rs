@@ -50,6 +50,9 @@ pub enum CheckpointError {
     Record { path: PathBuf, message: String },
     #[error("{path}: invalid checkpoint state: {message}")]
     State { path: PathBuf, message: String },
+    /// `model.weights` names a folder that cannot be loaded as one of our runs.
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
     #[error("{dir}: no checkpoint found (expected folders named epoch-NNNN)")]
     NoCheckpoint { dir: PathBuf },
 }
@@ -198,6 +201,41 @@ pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer
         path: path.clone(),
         message: e.to_string(),
     })
+}
+
+/// Initial weights named by `model.weights`: a PyTorch / safetensors file, imported by key name,
+/// or one of our own runs to fine-tune from (MixOE fine-tunes its 90-epoch baseline): a run
+/// folder (its newest complete checkpoint) or a checkpoint folder. Returns a line for the log.
+pub fn load_initial_weights(
+    model: &mut oodforge_models::Classifier,
+    weights: &oodforge_core::config::WeightsConfig,
+) -> Result<String, crate::TrainError> {
+    let path = Path::new(&weights.path);
+    if !path.is_dir() {
+        let report = oodforge_models::load_weights(model, path, weights.reset_head)?;
+        return Ok(format!(
+            "{} tensors imported, {} ignored",
+            report.loaded,
+            report.ignored.len()
+        ));
+    }
+    let ckpt = if path.join("model.bpk").is_file() {
+        path.to_path_buf()
+    } else {
+        latest(&path.join(crate::run::CHECKPOINTS))?.ok_or_else(|| CheckpointError::Weights {
+            path: path.to_owned(),
+            message: "model.weights names a folder that is neither a checkpoint (model.bpk) nor a run with a finished checkpoint under checkpoints/".into(),
+        })?
+    };
+    if weights.reset_head {
+        return Err(CheckpointError::Weights {
+            path: ckpt,
+            message: "reset_head applies to imported checkpoints; a run of ours is loaded whole (same classes); drop reset_head".into(),
+        }
+        .into());
+    }
+    *model = load_model(&ckpt, model.clone())?;
+    Ok(format!("run checkpoint {}", ckpt.display()))
 }
 
 /// The objective state of a checkpoint, if it has one.

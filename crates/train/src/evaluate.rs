@@ -242,6 +242,7 @@ pub fn evaluate_model(
     let pipeline = Pipeline::Test {
         pre_size: cfg.data.pre_size.unwrap_or(cfg.data.image_size),
         image_size: cfg.data.image_size,
+        square: cfg.data.square_resize,
         norm: *norm,
     };
     let pps = &cfg.eval.postprocessors;
@@ -674,9 +675,8 @@ pub fn evaluate_weights_with(
         cfg.data.image_size,
         &selected.device,
     );
-    let report =
-        oodforge_models::load_weights(&mut model, Path::new(&weights.path), weights.reset_head)?;
-    info!(backend = selected.name, weights = %weights.path, tensors = report.loaded, "evaluating imported weights");
+    let what = crate::checkpoint::load_initial_weights(&mut model, weights)?;
+    info!(backend = selected.name, weights = %weights.path, "evaluating weights: {what}");
     let norm = data.normalizer(&cfg.data)?;
     let cache = OutputCache::new(out, Path::new(&weights.path))?;
     let (results, scores) =

@@ -212,13 +212,8 @@ fn execute(
     if resume_from.is_none()
         && let Some(w) = &cfg.model.weights
     {
-        let report = oodforge_models::load_weights(&mut model, Path::new(&w.path), w.reset_head)?;
-        info!(
-            weights = %w.path,
-            tensors = report.loaded,
-            ignored = report.ignored.len(),
-            "initial weights loaded"
-        );
+        let what = checkpoint::load_initial_weights(&mut model, w)?;
+        info!(weights = %w.path, "initial weights loaded: {what}");
     }
     let mut optim = optimizer(&cfg.optim);
     // PALM's initial prototypes are drawn here, so a run's prototypes depend only on its seed.

@@ -91,6 +91,10 @@ pub struct DataConfig {
     /// 256/224).
     #[serde(default)]
     pub pre_size: Option<usize>,
+    /// The test transform resizes both sides to `pre_size` (`Resize((pre_size, pre_size))`,
+    /// MixOE) instead of the shorter side (OpenOOD).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub square_resize: bool,
     /// Training augmentation, applied in order, followed by normalisation. The default is
     /// OpenOOD's CIFAR recipe: resize, centre crop, horizontal flip, random crop with padding 4.
     #[serde(default = "defaults::train_transform")]
@@ -123,6 +127,10 @@ pub enum TransformOp {
     /// `Resize(size)`: shorter side to `size`, bilinear with antialiasing (PIL).
     #[serde(rename = "resize")]
     Resize { size: usize },
+    /// `Resize((size, size))`: both sides to `size`, aspect ratio not kept (MixOE's
+    /// `Resize((512, 512))`), bilinear with antialiasing (PIL).
+    #[serde(rename = "resize_square")]
+    ResizeSquare { size: usize },
     /// `CenterCrop(size)` (zero padding when the image is smaller).
     #[serde(rename = "center_crop")]
     CenterCrop { size: usize },
@@ -232,6 +240,26 @@ pub enum DataSource {
         /// `300k` (300K Random Images `.npy`, the OE README's public replacement for 80M Tiny
         /// Images) or `none`.
         #[serde(default = "defaults::none")]
+        outliers: String,
+    },
+    /// MixOE's fine-grained environments (METHODS §4.4, §9.9): one dataset's classes split into
+    /// ID and held-out classes exactly as `np.random.RandomState(split).choice` splits them,
+    /// the held-out classes' test images as the fine-grained OOD set, the other three datasets'
+    /// test images (subsampled as MixOE's `eval.py` does) as the coarse-grained one, and
+    /// WebVision 1.0 minus the concepts of the five ImageNet groups as outliers.
+    #[serde(rename = "finegrained")]
+    Finegrained {
+        /// `bird`, `butterfly`, `car` or `aircraft`.
+        dataset: String,
+        /// The class split, MixOE's `--split` (0, 1 and 2 in the paper).
+        split: u32,
+        /// MixOE's `--data-dir`: `bird/images`, `butterfly/images_small`, `car/`,
+        /// `aircraft/images` and `WebVision/` below it.
+        root: String,
+        /// MixOE's `--info-dir`: `<dataset>/{train,val,test}.txt` below it.
+        info: String,
+        /// `webvision` (outliers, and a WebVision validation OOD set) or `none`.
+        #[serde(default = "defaults::webvision")]
         outliers: String,
     },
     /// A user's own data: every split declared by format and path.
@@ -353,6 +381,16 @@ pub enum SetSpec {
     /// A NumPy uint8 array N x H x W x C, memory-mapped.
     #[serde(rename = "npy")]
     Npy { path: String },
+    /// WebVision 1.0 (`google/q####/`, `flickr/q####/`, `info/synsets.txt`,
+    /// `info/queries_synsets_map.txt`), read as MixOE's `utils/dataset.py::WebVision` does.
+    #[serde(rename = "webvision")]
+    Webvision {
+        path: String,
+        /// `none`, or `mixoe`: leave out the concepts of MixOE's `INET_SPLITS` (dogs, birds,
+        /// cars, butterflies, aircraft), as its outlier set does.
+        #[serde(default = "defaults::none")]
+        exclude: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -409,6 +447,10 @@ pub struct ModelConfig {
     /// evaluated.
     #[serde(default = "defaults::one", skip_serializing_if = "is_one")]
     pub prediction_heads: usize,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_one(v: &usize) -> bool {
@@ -1116,6 +1158,9 @@ pub(crate) mod defaults {
     }
     pub fn prefetch() -> usize {
         4
+    }
+    pub fn webvision() -> String {
+        "webvision".into()
     }
     pub fn none() -> String {
         "none".into()

@@ -67,7 +67,9 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
             }
         };
         match op {
-            TransformOp::Resize { size } | TransformOp::CenterCrop { size } => {
+            TransformOp::Resize { size }
+            | TransformOp::ResizeSquare { size }
+            | TransformOp::CenterCrop { size } => {
                 if *size == 0 {
                     bad(&key("size"), "0 is not allowed, expected >= 1".into());
                 }
@@ -216,6 +218,35 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                 );
             }
         }
+        DataSource::Finegrained {
+            dataset,
+            outliers,
+            root,
+            info,
+            ..
+        } => {
+            const SETS: [&str; 4] = ["bird", "butterfly", "car", "aircraft"];
+            if !SETS.contains(&dataset.as_str()) {
+                bad(
+                    "data.source.dataset",
+                    format!(
+                        "unknown fine-grained dataset `{dataset}`, expected one of {}",
+                        SETS.join(", ")
+                    ),
+                );
+            }
+            if !["webvision", "none"].contains(&outliers.as_str()) {
+                bad(
+                    "data.source.outliers",
+                    format!("unknown outlier set `{outliers}`, expected webvision or none"),
+                );
+            }
+            for (key, v) in [("data.source.root", root), ("data.source.info", info)] {
+                if v.trim().is_empty() {
+                    bad(key, "an empty path is not allowed".into());
+                }
+            }
+        }
         DataSource::Custom(s) => {
             if s.num_classes < 2 {
                 bad(
@@ -259,6 +290,14 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
                         );
                     }
                     _ => {}
+                }
+                if let SetSpec::Webvision { exclude, .. } = spec
+                    && !["none", "mixoe"].contains(&exclude.as_str())
+                {
+                    bad(
+                        &format!("{key}.exclude"),
+                        format!("`{exclude}` is not allowed, expected none or mixoe"),
+                    );
                 }
                 if let SetSpec::Cifar100 { labels, .. } = spec
                     && !["fine", "coarse"].contains(&labels.as_str())

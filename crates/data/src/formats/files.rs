@@ -277,6 +277,65 @@ impl FileList {
         &self.root
     }
 
+    /// A list from its parts; `root` is the folder every file lives under (hashed relative to it).
+    pub(crate) fn from_parts(
+        name: &str,
+        root: &Path,
+        files: Vec<PathBuf>,
+        labels: Vec<usize>,
+        classes: Vec<String>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            root: root.to_owned(),
+            files,
+            labels,
+            classes,
+        }
+    }
+
+    /// The items whose label is in `classes`, relabelled by the label's rank among the sorted
+    /// `classes` (MixOE's `FinegrainedDataset(class_list=...)`: `{k: i for i, k in
+    /// enumerate(sorted(class_list))}`; items of other labels are dropped).
+    pub fn keep_classes(&self, classes: &[usize]) -> Self {
+        let mut sorted = classes.to_vec();
+        sorted.sort_unstable();
+        let (mut files, mut labels) = (Vec::new(), Vec::new());
+        for (f, &l) in self.files.iter().zip(&self.labels) {
+            if let Ok(rank) = sorted.binary_search(&l) {
+                files.push(f.clone());
+                labels.push(rank);
+            }
+        }
+        Self::from_parts(&self.name, &self.root, files, labels, Vec::new())
+    }
+
+    /// The items at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Self {
+        Self::from_parts(
+            &self.name,
+            &self.root,
+            indices.iter().map(|&i| self.files[i].clone()).collect(),
+            indices.iter().map(|&i| self.labels[i]).collect(),
+            self.classes.clone(),
+        )
+    }
+
+    /// `lists` one after the other (MixOE pools the other datasets' test lists), hashed
+    /// relative to `root`, which holds every list's files.
+    pub fn concat(name: &str, root: &Path, lists: &[&FileList]) -> Self {
+        Self::from_parts(
+            name,
+            root,
+            lists.iter().flat_map(|l| l.files.iter().cloned()).collect(),
+            lists
+                .iter()
+                .flat_map(|l| l.labels.iter().copied())
+                .collect(),
+            Vec::new(),
+        )
+    }
+
     /// Files of the list that do not exist (for `data check`).
     pub fn missing_files(&self) -> Vec<&Path> {
         self.files

@@ -5,3 +5,4 @@ pub mod files;
 pub mod mat;
 pub mod npy;
 pub mod svhn;
+pub mod webvision;
