@@ -178,3 +178,164 @@ fn every_experiment_resolves_and_its_smoke_run_reports() {
     }
     assert!(sweeps >= 2);
 }
+
+/// Tiny PNGs of MixOE's layout: the four datasets' lists and images (each class a colour) and
+/// a WebVision tree with one excluded concept.
+fn finegrained_tree(root: &Path, info: &Path) {
+    let png = |path: &Path, c: usize| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let img = image::RgbImage::from_fn(20, 24, |x, y| {
+            image::Rgb([
+                (c * 37 % 256) as u8,
+                (x * 9) as u8,
+                ((y as usize + c) * 7 % 256) as u8,
+            ])
+        });
+        img.save(path).unwrap();
+    };
+    for (ds, n, folder) in [
+        ("bird", 255, "bird/images"),
+        ("butterfly", 200, "butterfly/images_small"),
+        ("car", 196, "car"),
+        ("aircraft", 100, "aircraft/images"),
+    ] {
+        for split in ["train", "val", "test"] {
+            // Only aircraft (the ID dataset here) has training images; every set has its lists.
+            let per = if ds == "aircraft" || split == "test" {
+                1
+            } else {
+                0
+            };
+            let mut text = String::new();
+            for c in 0..n {
+                for j in 0..per {
+                    let rel = format!("{split}/c{c}_{j}.png");
+                    png(&root.join(folder).join(&rel), c);
+                    text.push_str(&format!("{rel} {c}\n"));
+                }
+            }
+            if text.is_empty() {
+                text = format!("{split}/none.png 0\n");
+            }
+            std::fs::create_dir_all(info.join(ds)).unwrap();
+            std::fs::write(info.join(ds).join(format!("{split}.txt")), text).unwrap();
+        }
+    }
+    let wv = root.join("WebVision");
+    std::fs::create_dir_all(wv.join("info")).unwrap();
+    std::fs::write(
+        wv.join("info/synsets.txt"),
+        "n02690373 airliner\nn01440764 tench\nn01443537 goldfish\n",
+    )
+    .unwrap();
+    std::fs::write(wv.join("info/queries_synsets_map.txt"), "1 1\n2 2\n3 3\n").unwrap();
+    for (source, q) in [("google", 1), ("google", 2), ("google", 3), ("flickr", 3)] {
+        for i in 0..60 {
+            png(
+                &wv.join(source).join(format!("q{q:04}/{i:03}.png")),
+                300 + i,
+            );
+        }
+    }
+}
+
+/// The experiment's own configs on a generated MixOE tree: the baseline trains on the split's
+/// ID classes, MixOE fine-tunes from that run's folder with WebVision outliers, and both are
+/// evaluated on the fine- and coarse-grained OOD sets in MixOE's metric.
+#[test]
+fn mixoe_finegrained_configs_run_on_a_generated_tree() {
+    let root = repo();
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, info) = (tmp.path().join("data"), tmp.path().join("info"));
+    finegrained_tree(&data, &info);
+    let exp = root.join("experiments/mixoe_finegrained");
+    // The protocol configs with a network and image size that train here in seconds.
+    let shrink = |text: String| {
+        text.replace("image_size = 448", "image_size = 16")
+            .replace("pre_size = 512", "pre_size = 20")
+            .replace("size = 512 }", "size = 20 }")
+            .replace("size = 448 }", "size = 16 }")
+            .replace("batch_size = 32", "batch_size = 16")
+            .replace("outlier_batch_size = 32", "outlier_batch_size = 16")
+            .replace("backend = \"auto\"", "backend = \"flex\"")
+            .replace(
+                "backbone = \"resnet50\"",
+                "backbone = \"resnet10\"\nwidth = 2",
+            )
+            .replace("stem = \"imagenet\"", "stem = \"cifar\"")
+            .replace("epochs = 90", "epochs = 1")
+            .replace("epochs = 10", "epochs = 1")
+            .replace(
+                "root = \"data\"",
+                &format!("root = {:?}", data.display().to_string()),
+            )
+            .replace(
+                "info = \"data/info\"",
+                &format!("info = {:?}", info.display().to_string()),
+            )
+    };
+    let baseline = std::fs::read_to_string(exp.join("baseline.toml")).unwrap();
+    let baseline = shrink(baseline).replace(
+        "weights = { path = \"weights/resnet50-0676ba61.pth\", reset_head = true }\n",
+        "",
+    );
+    assert!(!baseline.contains("weights = {") && baseline.contains("kind = \"finegrained\""));
+    assert!(baseline.contains("backbone = \"resnet10\"") && baseline.contains("epochs = 1\n"));
+    std::fs::write(tmp.path().join("baseline.toml"), baseline).unwrap();
+    let base_run = tmp.path().join("runs/aircraft/split1/baseline");
+    let split = [
+        "--set",
+        "data.source.dataset=\"aircraft\"",
+        "--set",
+        "data.source.split=1",
+    ];
+    let mut args = vec!["--config", "baseline.toml", "--no-progress"];
+    args.extend(split);
+    args.extend(["--out", base_run.to_str().unwrap()]);
+    let o = run(env!("CARGO_BIN_EXE_train"), &args, tmp.path());
+    assert!(o.status.success(), "baseline: {}", text(&o));
+
+    let mixoe = std::fs::read_to_string(exp.join("mixoe_mixup.toml")).unwrap();
+    std::fs::write(tmp.path().join("mixoe_mixup.toml"), shrink(mixoe)).unwrap();
+    let mixoe_run = tmp.path().join("runs/aircraft/split1/mixoe_mixup");
+    let weights = format!("model.weights.path={:?}", base_run.display().to_string());
+    let mut args = vec![
+        "--config",
+        "mixoe_mixup.toml",
+        "--no-progress",
+        "--set",
+        &weights,
+    ];
+    args.extend(split);
+    args.extend(["--out", mixoe_run.to_str().unwrap()]);
+    let o = run(env!("CARGO_BIN_EXE_train"), &args, tmp.path());
+    assert!(o.status.success(), "mixoe: {}", text(&o));
+
+    for run_dir in [&base_run, &mixoe_run] {
+        let results: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).unwrap())
+                .unwrap();
+        let s = results.to_string();
+        assert!(s.contains("\"fine\"") && s.contains("\"coarse\""), "{s}");
+        assert!(s.contains("mixoe"), "MixOE's convention: {s}");
+    }
+    // The manifest records the sets MixOE's protocol builds: 90 ID classes of aircraft split 1
+    // (one test image each), 10 held-out, a coarse pool sampled to 90, WebVision without the
+    // airliner concept (3 x 60 images).
+    let manifest = std::fs::read_to_string(mixoe_run.join("manifest.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let count = |name: &str| {
+        m["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {manifest}"))["count"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(count("aircraft/train"), 90);
+    assert_eq!(count("fine"), 10);
+    assert_eq!(count("coarse"), 90);
+    assert_eq!(count("webvision"), 180);
+}

@@ -78,7 +78,7 @@ impl Datasets {
             let cfg_pre = config.pre_size.unwrap_or(config.image_size);
             if (cfg_pre, config.image_size) != (pre, size) {
                 tracing::warn!(
-                    "data.pre_size/image_size are {cfg_pre}/{} but the benchmark is evaluated at {pre}/{size} (OpenOOD v1.5); results will not be comparable",
+                    "data.pre_size/image_size are {cfg_pre}/{} but the benchmark is evaluated at {pre}/{size}; results will not be comparable to its published numbers",
                     config.image_size
                 );
             }

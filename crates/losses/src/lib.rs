@@ -262,7 +262,14 @@ impl Objective {
             } => {
                 let x_out =
                     outliers.expect("mixoe is configured with outliers (checked by the config)");
-                let [_, _, h, w] = images.dims();
+                let [b, _, h, w] = images.dims();
+                // Rows are paired one to one; the epoch's last, partial ID batch (kept, as
+                // PyTorch's `drop_last=False`) takes the first `b` outliers of its batch.
+                let x_out = if x_out.dims()[0] > b {
+                    x_out.narrow(0, 0, b)
+                } else {
+                    x_out
+                };
                 let draw = mixoe::draw(*op, *beta_a, *beta_b, h, w, rng);
                 let logits_id = model.forward(images.clone()).logits;
                 let (mixed, lam) = mixoe::mix(images, x_out, *op, &draw);

@@ -24,7 +24,7 @@ pub const LAYOUT: &str = "<path>/
   google/q0001/*.jpg ...          (the resized \"small\" images)
   flickr/q0001/*.jpg ...";
 
-pub const HINT: &str = "download WebVision 1.0's resized Google and Flickr images and info.tar from https://data.vision.ee.ethz.ch/cvl/webvision/download.html (scripts/download_outliers.sh prints the steps)";
+pub const HINT: &str = "download WebVision 1.0's resized Google and Flickr images and info.tar from https://data.vision.ee.ethz.ch/cvl/webvision/download.html (scripts/download_finegrained.sh prints the steps)";
 
 /// torchvision's `IMG_EXTENSIONS`: what `ImageFolder` lists (only JPEG and PNG decode here; a
 /// listed file of another kind is an error when it is read, naming it).
