@@ -1,6 +1,8 @@
-//! Shared pieces of the command-line tools: logging and error reporting.
+//! Shared pieces of the command-line tools: logging, error reporting, the training benchmark.
 
 use std::process::ExitCode;
+
+pub mod train_bench;
 
 /// Log to stderr through tracing; `RUST_LOG` overrides the default `info` level.
 pub fn init_logging() {

@@ -13,6 +13,7 @@ use oodforge_data::formats::files::FileList;
 use oodforge_data::{
     ImageSet, Normalizer, Pipeline, Prefetch, Source, epoch_batches, loader, make_batch,
 };
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,6 +37,37 @@ enum Command {
         /// JPEG files per measurement.
         #[arg(long, default_value_t = 256)]
         jpeg_images: usize,
+    },
+    /// Training and evaluation images/s and peak memory of ResNet-18 (CIFAR), WRN-40-2 and
+    /// ViT-Tiny per backend; writes bench_train.json and bench_train.md (the format of
+    /// scripts/bench_pytorch.py).
+    Train {
+        /// Models: resnet18_cifar, wrn40_2, vit_tiny.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "resnet18_cifar,wrn40_2,vit_tiny"
+        )]
+        models: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "32,128")]
+        batches: Vec<usize>,
+        /// Backends: flex, wgpu, ndarray, cuda. Default: flex, plus wgpu when a hardware
+        /// adapter is present and cuda when compiled in and a device is found.
+        #[arg(long, value_delimiter = ',')]
+        backends: Vec<String>,
+        /// Untimed steps before measuring (kernel autotune, allocator warm-up).
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Timed steps; the median is reported.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Folder for bench_train.json and bench_train.md.
+        #[arg(long, default_value = "bench")]
+        out: std::path::PathBuf,
+        /// Internal: measure one configuration (`backend,model,batch,mode`) in this process
+        /// and print it as one JSON line.
+        #[arg(long, hide = true)]
+        child: Option<String>,
     },
     /// Feature-space OOD scores (KNN, Mahalanobis, ViM) at CIFAR scale, seconds.
     Scores {
@@ -149,7 +181,150 @@ fn throughput(source: &Source, pipeline: &Pipeline, batch: usize, workers: usize
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn main() {
+fn train(
+    models: &[String],
+    batches: &[usize],
+    backends: &[String],
+    warmup: usize,
+    steps: usize,
+    out: &std::path::Path,
+) -> ExitCode {
+    use oodforge_cli::train_bench;
+    use oodforge_core::backend;
+    use oodforge_core::config::BackendChoice;
+    let choices: Vec<BackendChoice> = if backends.is_empty() {
+        let mut v = vec![BackendChoice::Flex];
+        if backend::wgpu_adapters().iter().any(|a| !a.is_cpu) {
+            v.push(BackendChoice::Wgpu);
+        }
+        if backend::select(BackendChoice::Cuda).is_ok() {
+            v.push(BackendChoice::Cuda);
+        }
+        v
+    } else {
+        match backends
+            .iter()
+            .map(|b| oodforge_cli::parse_backend(b))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: --backends: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find this executable to run the measurements: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut rows: Vec<train_bench::Measurement> = Vec::new();
+    for choice in choices {
+        if let Err(e) = backend::select(choice) {
+            return oodforge_cli::report(&e);
+        }
+        for model in models {
+            if train_bench::model_config(model).is_none() {
+                eprintln!(
+                    "error: --models: unknown model `{model}`, expected one of {}",
+                    train_bench::MODELS.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+            for &batch in batches {
+                for mode in ["train", "eval"] {
+                    // One process per configuration: its peak memory is its own.
+                    let spec = format!("{},{model},{batch},{mode}", choice.as_str());
+                    let out = std::process::Command::new(&exe)
+                        .args(["train", "--child", &spec])
+                        .args([
+                            "--warmup",
+                            &warmup.to_string(),
+                            "--steps",
+                            &steps.to_string(),
+                        ])
+                        .stderr(std::process::Stdio::inherit())
+                        .output();
+                    let row = out.ok().filter(|o| o.status.success()).and_then(|o| {
+                        serde_json::from_slice::<train_bench::Measurement>(&o.stdout).ok()
+                    });
+                    let Some(r) = row else {
+                        eprintln!("error: the measurement of {spec} failed (see above)");
+                        return ExitCode::FAILURE;
+                    };
+                    println!(
+                        "{:<8} {:<15} batch {:>4} {:<5} {:>9.1} images/s  peak {}",
+                        r.backend,
+                        r.model,
+                        r.batch,
+                        r.mode,
+                        r.images_per_s,
+                        r.peak_mib.map_or("-".into(), |p| format!("{p:.0} MiB"))
+                    );
+                    rows.push(r);
+                }
+            }
+        }
+    }
+    let json = serde_json::json!({
+        "machine": {
+            "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "os": std::env::consts::OS,
+        },
+        "warmup": warmup,
+        "steps": steps,
+        "results": rows,
+    });
+    let written = std::fs::create_dir_all(out)
+        .and_then(|_| {
+            std::fs::write(
+                out.join("bench_train.json"),
+                serde_json::to_string_pretty(&json).expect("serialisable"),
+            )
+        })
+        .and_then(|_| std::fs::write(out.join("bench_train.md"), train_bench::markdown(&rows)));
+    if let Err(e) = written {
+        eprintln!("error: {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "wrote {0}/bench_train.json and {0}/bench_train.md",
+        out.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn train_child(spec: &str, warmup: usize, steps: usize) -> ExitCode {
+    use oodforge_cli::train_bench;
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [backend, model, batch, mode] = parts[..] else {
+        eprintln!("error: --child expects backend,model,batch,mode");
+        return ExitCode::from(2);
+    };
+    let (Ok(choice), Ok(batch)) = (oodforge_cli::parse_backend(backend), batch.parse()) else {
+        eprintln!("error: --child: bad backend or batch in `{spec}`");
+        return ExitCode::from(2);
+    };
+    let selected = match oodforge_core::backend::select(choice) {
+        Ok(s) => s,
+        Err(e) => return oodforge_cli::report(&e),
+    };
+    match train_bench::measure(&selected, model, batch, mode, warmup, steps) {
+        Ok(m) => {
+            println!("{}", serde_json::to_string(&m).expect("serialisable"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main() -> ExitCode {
     let (workers, cifar_images, jpeg_images) = match Args::parse().command {
         Command::Data {
             workers,
@@ -163,7 +338,24 @@ fn main() {
             classes,
             k,
             repeats,
-        } => return scores(bank, queries, dim, classes, k, repeats),
+        } => {
+            scores(bank, queries, dim, classes, k, repeats);
+            return ExitCode::SUCCESS;
+        }
+        Command::Train {
+            models,
+            batches,
+            backends,
+            warmup,
+            steps,
+            out,
+            child,
+        } => {
+            return match child {
+                Some(spec) => train_child(&spec, warmup, steps),
+                None => train(&models, &batches, &backends, warmup, steps, &out),
+            };
+        }
     };
     let all = loader::default_workers(workers);
 
@@ -234,4 +426,5 @@ fn main() {
         "jpeg 500x375 decode+RandomResizedCrop(224)+flip+normalise: {one:>7.0} images/s on 1 thread, {many:>7.0} on {all} threads"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    ExitCode::SUCCESS
 }

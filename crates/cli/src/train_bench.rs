@@ -1,0 +1,203 @@
+//! `bench train`: training and evaluation throughput of the networks users train (ResNet-18
+//! CIFAR, WRN-40-2, ViT-Tiny) on each backend, measured the way `scripts/bench_pytorch.py`
+//! measures PyTorch so the two tables compare line by line.
+//!
+//! A training step is what `train` does per batch with the CE objective: forward, cross-entropy,
+//! backward, SGD (momentum 0.9, Nesterov, weight decay 5e-4) step; the loss is read back to the
+//! host each step, which waits for the device. An evaluation step is a forward pass of the
+//! inference model (no autodiff) with the logits read back. Inputs are fixed random batches on
+//! the device, so data loading is not measured (`bench data` measures it). Each configuration
+//! runs `warmup` steps, then `steps` timed steps; the median step time gives images/s.
+//!
+//! Peak memory: each configuration runs in a process of its own; on the CPU backends its
+//! resident-set high-water mark (`VmHWM`) minus the resident set before the network was built;
+//! on GPU backends it is not measured (null).
+
+use burn::optim::GradientsParams;
+use burn::tensor::{Int, Tensor, TensorData};
+use oodforge_core::backend::SelectedBackend;
+use oodforge_core::config::{Backbone, ModelConfig, ResNetStem};
+use oodforge_models::Classifier;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// The benchmarked networks, by the names the PyTorch script uses.
+pub const MODELS: [&str; 3] = ["resnet18_cifar", "wrn40_2", "vit_tiny"];
+
+/// The config of a benchmarked network (CIFAR-sized inputs, 10 classes).
+pub fn model_config(name: &str) -> Option<ModelConfig> {
+    let backbone = match name {
+        // OpenOOD's resnet18_32x32.
+        "resnet18_cifar" => Backbone::ResNet18 {
+            width: 64,
+            stem: ResNetStem::Cifar,
+        },
+        // OE / energy WRN-40-2 (dropout 0.3 as they train it).
+        "wrn40_2" => Backbone::Wrn {
+            depth: 40,
+            widen_factor: 2,
+            dropout: 0.3,
+        },
+        // ViT-Tiny (dim 192, depth 12, 3 heads) with 4x4 patches on 32x32 images.
+        "vit_tiny" => Backbone::VitTiny {
+            patch_size: Some(4),
+        },
+        _ => return None,
+    };
+    Some(ModelConfig::from(backbone))
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    pub framework: String,
+    pub backend: String,
+    pub device: String,
+    pub model: String,
+    pub batch: usize,
+    pub mode: String,
+    pub images_per_s: f64,
+    pub median_step_s: f64,
+    pub steps: usize,
+    /// Peak resident memory above the level before the configuration, MiB (CPU backends).
+    pub peak_mib: Option<f64>,
+}
+
+/// Median of the times (seconds) of `steps` calls of `step` after `warmup` untimed ones.
+fn median_step(warmup: usize, steps: usize, mut step: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        step();
+    }
+    let mut t: Vec<f64> = (0..steps.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            step();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// Resident-set high-water mark of this process since the last reset, in KiB (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Deterministic pseudo-random floats in [-1, 1).
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Measure one mode (`train` or `eval`) of `model` at `batch` on `backend`. Meant to run in a
+/// process of its own (`bench train` spawns one per configuration), so the peak memory is this
+/// configuration's alone: the resident-set high-water mark at the end minus the resident set
+/// before the network was built (CPU backends; GPU memory is not measured: null).
+pub fn measure(
+    backend: &SelectedBackend,
+    model: &str,
+    batch: usize,
+    mode: &str,
+    warmup: usize,
+    steps: usize,
+) -> Result<Measurement, String> {
+    let config = model_config(model).ok_or_else(|| {
+        format!(
+            "unknown model `{model}`, expected one of {}",
+            MODELS.join(", ")
+        )
+    })?;
+    let classes = 10;
+    let cpu = matches!(backend.name, "flex" | "ndarray");
+    let base = rss_kib();
+    let pixels = noise(batch * 3 * 32 * 32, 1);
+    let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes as i64).collect();
+    let step_s = match mode {
+        // As `train` steps: the autodiff device, CE, backward, SGD.
+        "train" => {
+            let device = backend.device.clone().autodiff();
+            let x = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, 32, 32]), &device);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &device);
+            let mut net = Some(Classifier::new(&config, classes, 32, &device));
+            let mut optim =
+                oodforge_train::trainer::optimizer(&oodforge_core::config::OptimConfig::Sgd {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    nesterov: true,
+                    weight_decay: 5e-4,
+                });
+            median_step(warmup, steps, || {
+                let m = net.take().expect("the model is put back after each step");
+                let logits = m.forward(x.clone()).logits;
+                let loss = oodforge_losses::ce::cross_entropy(logits, y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                let m = optim.step(0.1, m, grads);
+                std::hint::black_box(loss.into_data());
+                net = Some(m);
+            })
+        }
+        // The inference model (no autodiff), as evaluation runs it.
+        "eval" => {
+            let device = &backend.device;
+            let x = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, 32, 32]), device);
+            let net = Classifier::new(&config, classes, 32, device);
+            median_step(warmup, steps, || {
+                std::hint::black_box(net.forward(x.clone()).logits.into_data());
+            })
+        }
+        other => return Err(format!("unknown mode `{other}`, expected train or eval")),
+    };
+    let peak_mib = match (cpu, base, peak_rss_kib()) {
+        (true, Some(base), Some(peak)) => Some(peak.saturating_sub(base) as f64 / 1024.0),
+        _ => None,
+    };
+    Ok(Measurement {
+        framework: "oodforge".into(),
+        backend: backend.name.into(),
+        device: backend.adapter.clone(),
+        model: model.into(),
+        batch,
+        mode: mode.into(),
+        images_per_s: batch as f64 / step_s,
+        median_step_s: step_s,
+        steps,
+        peak_mib,
+    })
+}
+
+/// The Markdown table of measurements (one row per configuration and mode).
+pub fn markdown(rows: &[Measurement]) -> String {
+    let mut s = String::from(
+        "| framework | backend | model | batch | mode | images/s | median step (s) | peak MiB |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.1} | {:.4} | {} |\n",
+            r.framework,
+            r.backend,
+            r.model,
+            r.batch,
+            r.mode,
+            r.images_per_s,
+            r.median_step_s,
+            r.peak_mib.map_or("-".into(), |m| format!("{m:.0}"))
+        ));
+    }
+    s
+}
