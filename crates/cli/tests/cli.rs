@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TINY, run, stderr};
+use common::{TINY, run, stderr, text};
 use std::path::Path;
 
 #[test]
@@ -337,5 +337,82 @@ fn eval_imports_pytorch_weights_named_by_the_config() {
     assert!(
         e.contains("layer1.2.conv1.weight") && !e.contains("panicked"),
         "{e}"
+    );
+}
+
+/// `bench train` measures every configuration in a process of its own and writes the table in
+/// the format `scripts/bench_pytorch.py` writes (one row per model, batch and mode).
+#[test]
+fn bench_train_writes_json_and_markdown_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bench");
+    let o = run(
+        env!("CARGO_BIN_EXE_bench"),
+        &[
+            "train",
+            "--models",
+            "vit_tiny",
+            "--batches",
+            "2,3",
+            "--backends",
+            "flex",
+            "--warmup",
+            "0",
+            "--steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench_train.json")).unwrap())
+            .unwrap();
+    let rows = json["results"].as_array().unwrap();
+    let keys: Vec<(u64, &str)> = rows
+        .iter()
+        .map(|r| (r["batch"].as_u64().unwrap(), r["mode"].as_str().unwrap()))
+        .collect();
+    assert_eq!(keys, [(2, "train"), (2, "eval"), (3, "train"), (3, "eval")]);
+    for r in rows {
+        assert_eq!(
+            (r["framework"].as_str(), r["backend"].as_str()),
+            (Some("oodforge"), Some("flex"))
+        );
+        let (ips, step) = (
+            r["images_per_s"].as_f64().unwrap(),
+            r["median_step_s"].as_f64().unwrap(),
+        );
+        assert!(ips > 0.0 && step > 0.0);
+        assert!((ips * step - r["batch"].as_f64().unwrap()).abs() < 1e-6);
+        assert!(
+            r["peak_mib"].as_f64().unwrap() > 0.0,
+            "CPU peak memory: {r}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("bench_train.md")).unwrap();
+    assert_eq!(
+        md.lines()
+            .filter(|l| l.starts_with("| oodforge | flex | vit_tiny"))
+            .count(),
+        4
+    );
+    let o = run(
+        env!("CARGO_BIN_EXE_bench"),
+        &[
+            "train",
+            "--models",
+            "resnet99",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("unknown model `resnet99`"),
+        "{}",
+        text(&o)
     );
 }
