@@ -295,6 +295,19 @@ fn mixoe_finegrained_configs_run_on_a_generated_tree() {
     let o = run(env!("CARGO_BIN_EXE_train"), &args, tmp.path());
     assert!(o.status.success(), "baseline: {}", text(&o));
 
+    // `eval --config` takes the same run folder as weights (its newest checkpoint).
+    let eval_out = tmp.path().join("eval-baseline");
+    let weights = format!(
+        "model.weights={{ path = {:?} }}",
+        base_run.display().to_string()
+    );
+    let mut args = vec!["--config", "baseline.toml", "--set", &weights];
+    args.extend(split);
+    args.extend(["--out", eval_out.to_str().unwrap()]);
+    let o = run(env!("CARGO_BIN_EXE_eval"), &args, tmp.path());
+    assert!(o.status.success(), "eval of the baseline run: {}", text(&o));
+    assert!(eval_out.join("results.json").is_file());
+
     let mixoe = std::fs::read_to_string(exp.join("mixoe_mixup.toml")).unwrap();
     std::fs::write(tmp.path().join("mixoe_mixup.toml"), shrink(mixoe)).unwrap();
     let mixoe_run = tmp.path().join("runs/aircraft/split1/mixoe_mixup");

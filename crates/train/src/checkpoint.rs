@@ -205,19 +205,21 @@ pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer
 
 /// Initial weights named by `model.weights`: a PyTorch / safetensors file, imported by key name,
 /// or one of our own runs to fine-tune from (MixOE fine-tunes its 90-epoch baseline): a run
-/// folder (its newest complete checkpoint) or a checkpoint folder. Returns a line for the log.
+/// folder (its newest complete checkpoint) or a checkpoint folder. Returns what was loaded (the
+/// weights file or checkpoint folder, which keys the output cache) and a line for the log.
 pub fn load_initial_weights(
     model: &mut oodforge_models::Classifier,
     weights: &oodforge_core::config::WeightsConfig,
-) -> Result<String, crate::TrainError> {
+) -> Result<(PathBuf, String), crate::TrainError> {
     let path = Path::new(&weights.path);
     if !path.is_dir() {
         let report = oodforge_models::load_weights(model, path, weights.reset_head)?;
-        return Ok(format!(
+        let what = format!(
             "{} tensors imported, {} ignored",
             report.loaded,
             report.ignored.len()
-        ));
+        );
+        return Ok((path.to_path_buf(), what));
     }
     let ckpt = if path.join("model.bpk").is_file() {
         path.to_path_buf()
@@ -235,7 +237,8 @@ pub fn load_initial_weights(
         .into());
     }
     *model = load_model(&ckpt, model.clone())?;
-    Ok(format!("run checkpoint {}", ckpt.display()))
+    let what = format!("run checkpoint {}", ckpt.display());
+    Ok((ckpt, what))
 }
 
 /// The objective state of a checkpoint, if it has one.

@@ -675,10 +675,11 @@ pub fn evaluate_weights_with(
         cfg.data.image_size,
         &selected.device,
     );
-    let what = crate::checkpoint::load_initial_weights(&mut model, weights)?;
+    let (loaded, what) = crate::checkpoint::load_initial_weights(&mut model, weights)?;
     info!(backend = selected.name, weights = %weights.path, "evaluating weights: {what}");
     let norm = data.normalizer(&cfg.data)?;
-    let cache = OutputCache::new(out, Path::new(&weights.path))?;
+    // Keyed by what was loaded: a run folder's newest checkpoint, not the folder itself.
+    let cache = OutputCache::new(out, &loaded)?;
     let (results, scores) =
         evaluate_model(&model, &data, &norm, cfg, &selected.device, Some(&cache))?;
     write_results(out, cfg, &results, &scores)?;

@@ -212,7 +212,7 @@ fn execute(
     if resume_from.is_none()
         && let Some(w) = &cfg.model.weights
     {
-        let what = checkpoint::load_initial_weights(&mut model, w)?;
+        let (_, what) = checkpoint::load_initial_weights(&mut model, w)?;
         info!(weights = %w.path, "initial weights loaded: {what}");
     }
     let mut optim = optimizer(&cfg.optim);
