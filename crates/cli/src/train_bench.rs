@@ -18,6 +18,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use oodforge_core::backend::SelectedBackend;
 use oodforge_core::config::{Backbone, ModelConfig, ResNetStem};
 use oodforge_models::Classifier;
+use oodforge_train::run::proc_status_kib;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -79,19 +80,6 @@ fn median_step(warmup: usize, steps: usize, mut step: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
-/// Resident-set high-water mark of this process since the last reset, in KiB (Linux).
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Deterministic pseudo-random floats in [-1, 1).
 fn noise(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -125,7 +113,7 @@ pub fn measure(
     })?;
     let classes = 10;
     let cpu = matches!(backend.name, "flex" | "ndarray");
-    let base = rss_kib();
+    let base = proc_status_kib("VmRSS");
     let pixels = noise(batch * 3 * 32 * 32, 1);
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes as i64).collect();
     let step_s = match mode {
@@ -163,7 +151,7 @@ pub fn measure(
         }
         other => return Err(format!("unknown mode `{other}`, expected train or eval")),
     };
-    let peak_mib = match (cpu, base, peak_rss_kib()) {
+    let peak_mib = match (cpu, base, proc_status_kib("VmHWM")) {
         (true, Some(base), Some(peak)) => Some(peak.saturating_sub(base) as f64 / 1024.0),
         _ => None,
     };

@@ -80,3 +80,14 @@ pub fn read_file(path: &Path, what: &str, layout: &str, hint: &str) -> Result<Ve
         Err(e) => Err(DataError::io(path, e)),
     }
 }
+
+/// A file's bytes as UTF-8 text; otherwise an error naming the byte offset where it stops being so.
+pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, DataError> {
+    String::from_utf8(bytes).map_err(|e| {
+        DataError::corrupt(
+            path,
+            format!("byte offset {}", e.utf8_error().valid_up_to()),
+            "not UTF-8 text",
+        )
+    })
+}

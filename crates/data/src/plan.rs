@@ -452,17 +452,22 @@ const FINEGRAINED_HINT: &str = "prepare the images as MixOE's data/README.md des
 /// `np.random.RandomState(split).choice(range(n_id + n_ood), n_id, replace=False)`
 /// (`train/train_mixoe.py`, `eval/eval.py`).
 pub fn finegrained_id_classes(dataset: &str, split: u32) -> Result<Vec<usize>, DataError> {
-    let (_, (n_id, n_ood), _) = FINEGRAINED
-        .iter()
-        .find(|(d, ..)| *d == dataset)
-        .ok_or_else(|| unknown_finegrained(dataset))?;
+    let (_, (n_id, n_ood), _) = finegrained_entry(dataset)?;
     Ok(crate::pyrand::numpy_choice(split, n_id + n_ood, *n_id))
 }
 
-fn unknown_finegrained(dataset: &str) -> DataError {
-    DataError::Config(format!(
-        "unknown fine-grained dataset `{dataset}`, expected bird, butterfly, car or aircraft"
-    ))
+/// The `FINEGRAINED` row of `dataset`.
+fn finegrained_entry(
+    dataset: &str,
+) -> Result<&'static (&'static str, (usize, usize), &'static str), DataError> {
+    FINEGRAINED
+        .iter()
+        .find(|(d, ..)| *d == dataset)
+        .ok_or_else(|| {
+            DataError::Config(format!(
+                "unknown fine-grained dataset `{dataset}`, expected bird, butterfly, car or aircraft"
+            ))
+        })
 }
 
 /// MixOE's fine-grained protocol (METHODS §4.4): ID = the split's classes of `train.txt` /
@@ -477,20 +482,15 @@ pub fn finegrained(
     info: &str,
     outliers: &str,
 ) -> Result<Plan, DataError> {
-    let (_, (n_id, n_ood), _) = FINEGRAINED
-        .iter()
-        .find(|(d, ..)| *d == dataset)
-        .ok_or_else(|| unknown_finegrained(dataset))?;
+    let this = finegrained_entry(dataset)?;
+    let (_, (n_id, n_ood), _) = this;
     let id_classes = finegrained_id_classes(dataset, split)?;
     let held_out: Vec<usize> = (0..n_id + n_ood)
         .filter(|c| !id_classes.contains(c))
         .collect();
-    let list = |ds: &str, file: &str| {
-        let folder = FINEGRAINED.iter().find(|(d, ..)| *d == ds).map(|f| f.2);
-        SetSpec::MixoeList {
-            list: join(info, &format!("{ds}/{file}")),
-            root: join(root, folder.expect("a FINEGRAINED dataset")),
-        }
+    let list = |(ds, _, folder): &(&str, (usize, usize), &str), file: &str| SetSpec::MixoeList {
+        list: join(info, &format!("{ds}/{file}")),
+        root: join(root, folder),
     };
     let layout = format!(
         "{info}/<dataset>/{{train,val,test}}.txt   (MixOE's info/ lists)\n{root}/bird/images/..., butterfly/images_small/..., car/cars_train|cars_test/..., aircraft/images/..."
@@ -506,25 +506,21 @@ pub fn finegrained(
     let mut sets = vec![
         (
             Role::Train,
-            set(
-                format!("{dataset}/train"),
-                list(dataset, "train.txt"),
-                ids(),
-            ),
+            set(format!("{dataset}/train"), list(this, "train.txt"), ids()),
         ),
         (
             Role::Val,
-            set(format!("{dataset}/val"), list(dataset, "val.txt"), ids()),
+            set(format!("{dataset}/val"), list(this, "val.txt"), ids()),
         ),
         (
             Role::Test,
-            set(format!("{dataset}/test"), list(dataset, "test.txt"), ids()),
+            set(format!("{dataset}/test"), list(this, "test.txt"), ids()),
         ),
         (
             Role::Ood(Group::Near),
             set(
                 "fine".into(),
-                list(dataset, "test.txt"),
+                list(this, "test.txt"),
                 Pick::Classes(held_out),
             ),
         ),
@@ -532,7 +528,7 @@ pub fn finegrained(
     let mut others = FINEGRAINED
         .iter()
         .filter(|(d, ..)| *d != dataset)
-        .map(|(d, ..)| list(d, "test.txt"));
+        .map(|e| list(e, "test.txt"));
     let first = others.next().expect("three other datasets");
     sets.push((
         Role::Ood(Group::Far),

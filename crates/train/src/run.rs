@@ -194,10 +194,16 @@ pub fn git_commit() -> Option<String> {
 
 /// Peak resident set size in MiB (Linux only).
 pub fn peak_rss_mib() -> Option<f64> {
+    Some(proc_status_kib("VmHWM")? as f64 / 1024.0)
+}
+
+/// A KiB field of `/proc/self/status` (`VmHWM`, `VmRSS`, ...); None where there is no procfs.
+pub fn proc_status_kib(key: &str) -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Appends JSON lines to `metrics.jsonl`, flushing each one so a crash loses nothing logged.

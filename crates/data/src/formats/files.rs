@@ -2,7 +2,7 @@
 //! (LSUN-C/LSUN-R/iSUN), and OpenOOD v1.5 `benchmark_imglist/*.txt` lists (METHODS §9.7). All
 //! open to a `FileList`: paths and labels known up front, pixels decoded when asked for.
 
-use crate::error::DataError;
+use crate::error::{DataError, read_file, utf8_text};
 use crate::source::{ImageSource, Rgb};
 use sha2::{Digest, Sha256};
 use std::path::{Component, Path, PathBuf};
@@ -185,13 +185,7 @@ impl FileList {
         hint: &str,
         split: impl Fn(&str) -> (&str, &str),
     ) -> Result<Self, DataError> {
-        let text = match std::fs::read(list) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DataError::missing(list, "image list", layout, hint));
-            }
-            Err(e) => return Err(DataError::io(list, e)),
-        };
+        let text = read_file(list, "image list", layout, hint)?;
         if !data_dir.is_dir() {
             return Err(DataError::missing(
                 data_dir,
@@ -200,13 +194,7 @@ impl FileList {
                 hint,
             ));
         }
-        let text = String::from_utf8(text).map_err(|e| {
-            DataError::corrupt(
-                list,
-                format!("byte offset {}", e.utf8_error().valid_up_to()),
-                "not UTF-8 text",
-            )
-        })?;
+        let text = utf8_text(list, text)?;
         let mut files = Vec::new();
         let mut labels = Vec::new();
         for (i, line) in text.lines().enumerate() {

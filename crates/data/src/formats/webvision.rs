@@ -13,7 +13,7 @@
 //! The order matters: MixOE draws its WebVision validation subset by index
 //! (`random.sample(range(len(webvision)), n)`).
 
-use crate::error::{DataError, read_file};
+use crate::error::{DataError, read_file, utf8_text};
 use crate::formats::files::FileList;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -291,14 +291,7 @@ pub fn read(root: &Path, exclude: &[&str], name: &str) -> Result<FileList, DataE
     let text = |file: &str| -> Result<(PathBuf, String), DataError> {
         let path = root.join("info").join(file);
         let bytes = read_file(&path, "WebVision info file", LAYOUT, HINT)?;
-        let s = String::from_utf8(bytes).map_err(|e| {
-            DataError::corrupt(
-                &path,
-                format!("byte offset {}", e.utf8_error().valid_up_to()),
-                "not UTF-8 text",
-            )
-        })?;
-        Ok((path, s))
+        Ok((path.clone(), utf8_text(&path, bytes)?))
     };
     // 1-2: concepts by line number, kept in file order.
     let (synsets_path, synsets) = text("synsets.txt")?;
