@@ -148,6 +148,9 @@ fn wgpu(software: bool) -> Result<SelectedBackend, BackendError> {
     .unwrap_or_else(|| "unknown".into());
     let result = DEVICE.get_or_init(|| {
         use burn::tensor::DeviceKind;
+        if software {
+            software_autotune();
+        }
         let kind = if software {
             DeviceKind::Cpu
         } else {
@@ -181,6 +184,27 @@ fn wgpu(software: bool) -> Result<SelectedBackend, BackendError> {
             message: message.clone(),
         }),
     }
+}
+
+/// Autotune on a software adapter: `minimal`.
+///
+/// CubeCL autotunes every kernel on first use ("balanced" by default) and keeps the winners in
+/// its persistent cache (`target/environment/` of the checkout, or the user cache directory
+/// outside one). On a hardware GPU that is what makes it fast, so we leave the level to
+/// `burn.toml` / `cubecl.toml`. On a software adapter (lavapipe, llvmpipe) the candidates run
+/// on the CPU and tuning takes minutes per kernel shape for no gain, so the level becomes
+/// `minimal` there, unless `CUBECL_AUTOTUNE_LEVEL` names one. CubeCL reads its configuration
+/// once per process: this runs before the wgpu device is created.
+fn software_autotune() {
+    use cubecl_runtime::config::autotune::AutotuneLevel;
+    use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
+    if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_some() {
+        return;
+    }
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    config.autotune.level = AutotuneLevel::Minimal;
+    // Already read (another runtime came up first in this process): keep what it read.
+    let _ = CubeClRuntimeConfig::try_set(config);
 }
 
 #[cfg(feature = "ndarray")]
@@ -258,6 +282,44 @@ mod tests {
             matmul_on(&select(BackendChoice::Flex).unwrap().device),
             vec![7.0, 10.0, 15.0, 22.0]
         );
+    }
+
+    /// On a machine whose only adapters are software ones (CI's lavapipe), explicit wgpu works
+    /// and autotunes at the `minimal` level; `burn.toml` leaves the level to CubeCL's default
+    /// for hardware GPUs.
+    #[test]
+    fn software_wgpu_autotunes_minimally() {
+        use cubecl_runtime::config::autotune::AutotuneLevel;
+        use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
+        let adapters = wgpu_adapters();
+        if adapters.is_empty() || adapters.iter().any(|a| !a.is_cpu) {
+            eprintln!("SKIPPED software_wgpu_autotunes_minimally: no software-only wgpu adapters");
+            return;
+        }
+        if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_some() {
+            eprintln!("SKIPPED software_wgpu_autotunes_minimally: CUBECL_AUTOTUNE_LEVEL is set");
+            return;
+        }
+        let b = select(BackendChoice::Wgpu).unwrap();
+        assert!(b.adapter.contains("software"), "{}", b.adapter);
+        let level = CubeClRuntimeConfig::get().autotune.level.clone();
+        assert!(matches!(level, AutotuneLevel::Minimal), "{level:?}");
+        assert_eq!(matmul_on(&b.device), vec![7.0, 10.0, 15.0, 22.0]);
+    }
+
+    /// The repository's `burn.toml` is what CubeCL itself reads (a file it cannot parse is
+    /// ignored with only a warning): balanced autotune with the persistent cache in `target/`.
+    #[test]
+    fn burn_toml_is_read_by_cubecl() {
+        use cubecl_runtime::config::autotune::AutotuneLevel;
+        use cubecl_runtime::config::cache::CacheConfig;
+        use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../burn.toml");
+        let config = CubeClRuntimeConfig::from_section_file_path(&path, "cubecl")
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(matches!(config.autotune.level, AutotuneLevel::Balanced));
+        assert!(!config.autotune.disable_cache);
+        assert!(matches!(config.environment.path, CacheConfig::Target));
     }
 
     #[cfg(feature = "ndarray")]
