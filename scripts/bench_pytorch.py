@@ -5,6 +5,8 @@ back to back on one machine and their ratio is taken in one sitting.
     pip install torch          # CPU or CUDA build
     python3 scripts/bench_pytorch.py --out bench            # writes bench/pytorch_train.{json,md}
     target/release/bench train --out bench                  # writes bench/bench_train.{json,md}
+    python3 scripts/bench_pytorch.py --ops --batches 128    # ResNet-18's layers alone
+    target/release/bench ops --batch 128                    # the same layers, ours
 
 What is measured (as crates/cli/src/train_bench.rs):
 - train: forward, cross-entropy, backward, SGD (lr 0.1, momentum 0.9, Nesterov, wd 5e-4) step;
@@ -211,6 +213,87 @@ def child(spec, warmup, steps, threads):
     }
 
 
+# ResNet-18 CIFAR's layers timed alone, as `bench ops` (crates/cli/src/train_bench.rs, OPS):
+# name, input channels, output channels, kernel (0: not a convolution), stride, input side.
+OPS = [
+    ("conv3x3_64", 64, 64, 3, 1, 32),
+    ("conv3x3_128", 128, 128, 3, 1, 16),
+    ("conv3x3_256", 256, 256, 3, 1, 8),
+    ("conv3x3_512", 512, 512, 3, 1, 4),
+    ("conv3x3_s2_64_128", 64, 128, 3, 2, 32),
+    ("conv1x1_s2_64_128", 64, 128, 1, 2, 32),
+    ("batchnorm_64", 64, 64, 0, 1, 32),
+    ("relu_64", 64, 64, 0, 1, 32),
+]
+
+
+def median_ms(warmup, steps, device, fn):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def ops(batch, device_name, warmup, steps, threads, channels_last):
+    """Forward (inference) and forward + backward (input and parameter gradients) of each layer."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    device = torch.device(device_name)
+    rows = []
+    for name, cin, cout, k, stride, side in OPS:
+        if name.startswith("batchnorm"):
+            layer = nn.BatchNorm2d(cin)
+        elif name.startswith("relu"):
+            layer = nn.ReLU()
+        else:
+            layer = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+        layer = layer.to(device)
+        x = torch.rand(batch, cin, side, side, device=device) * 2 - 1
+        if channels_last:
+            layer = layer.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        def forward():
+            layer.eval()
+            with torch.inference_mode():
+                layer(x).cpu()
+
+        xg = x.clone().requires_grad_(True)
+
+        def train():
+            layer.train()
+            layer.zero_grad(set_to_none=True)
+            xg.grad = None
+            layer(xg).sum().backward()
+            xg.grad.cpu()
+
+        rows.append({
+            "framework": "pytorch",
+            "backend": "eager_channels_last" if channels_last else "eager_nchw",
+            "op": name,
+            "input": [batch, cin, side, side],
+            "forward_ms": median_ms(warmup, steps, device, forward),
+            "train_ms": median_ms(warmup, steps, device, train),
+        })
+    return rows
+
+
+def ops_markdown(rows):
+    out = ["| framework | backend | op | input | forward ms | forward+backward ms |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        n, c, h, w = r["input"]
+        out.append(f"| {r['framework']} | {r['backend']} | {r['op']} | {n}x{c}x{h}x{w} | "
+                   f"{r['forward_ms']:.2f} | {r['train_ms']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
 def markdown(rows):
     out = ["| framework | backend | model | batch | mode | images/s | median step (s) | peak MiB |",
            "|---|---|---|---|---|---|---|---|"]
@@ -231,8 +314,25 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--out", default="bench")
+    p.add_argument("--ops", action="store_true",
+                   help="time ResNet-18's layers alone (as `bench ops`) at the first of --batches; "
+                        "writes pytorch_ops.{json,md}")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.ops:
+        batch = int(a.batches.split(",")[0])
+        rows = []
+        for variant in a.variants.split(","):
+            if variant in ("eager_nchw", "eager_channels_last"):
+                rows += ops(batch, a.device, a.warmup, a.steps, a.threads, variant == "eager_channels_last")
+        md = ops_markdown(rows)
+        print(md, end="")
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "pytorch_ops.json"), "w") as f:
+            json.dump({"batch": batch, "warmup": a.warmup, "steps": a.steps, "results": rows}, f, indent=2)
+        with open(os.path.join(a.out, "pytorch_ops.md"), "w") as f:
+            f.write(md)
+        return
     if a.child:
         print(json.dumps(child(a.child, a.warmup, a.steps, a.threads)))
         return

@@ -189,3 +189,110 @@ pub fn markdown(rows: &[Measurement]) -> String {
     }
     s
 }
+
+/// One layer of ResNet-18 (CIFAR) timed alone: where a training step's time goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpMeasurement {
+    pub framework: String,
+    pub backend: String,
+    pub op: String,
+    /// Input shape, NCHW.
+    pub input: [usize; 4],
+    /// Median forward time of the inference layer, milliseconds.
+    pub forward_ms: f64,
+    /// Median forward + backward time on the autodiff device (input and weight gradients),
+    /// milliseconds.
+    pub train_ms: f64,
+}
+
+/// The layers `bench ops` times, as `scripts/bench_pytorch.py --ops` does: ResNet-18 CIFAR's
+/// 3x3 convolutions of each stage (stride 1), the stride-2 entry of stage 2, its 1x1 shortcut,
+/// batch norm and ReLU at stage 1's size. Name, input channels, output channels, kernel,
+/// stride, input side.
+pub const OPS: [(&str, usize, usize, usize, usize, usize); 8] = [
+    ("conv3x3_64", 64, 64, 3, 1, 32),
+    ("conv3x3_128", 128, 128, 3, 1, 16),
+    ("conv3x3_256", 256, 256, 3, 1, 8),
+    ("conv3x3_512", 512, 512, 3, 1, 4),
+    ("conv3x3_s2_64_128", 64, 128, 3, 2, 32),
+    ("conv1x1_s2_64_128", 64, 128, 1, 2, 32),
+    ("batchnorm_64", 64, 64, 0, 1, 32),
+    ("relu_64", 64, 64, 0, 1, 32),
+];
+
+/// Time each layer of [`OPS`] at `batch` on `backend`: forward of the inference layer, and
+/// forward + backward (gradients of the input and the parameters) on the autodiff device.
+pub fn measure_ops(
+    backend: &SelectedBackend,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+) -> Vec<OpMeasurement> {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::{BatchNormConfig, PaddingConfig2d};
+    let mut rows = Vec::new();
+    for (name, cin, cout, k, stride, side) in OPS {
+        let input = [batch, cin, side, side];
+        let data = || TensorData::new(noise(batch * cin * side * side, 2), input);
+        let time = |autodiff: bool| -> f64 {
+            let device = if autodiff {
+                backend.device.clone().autodiff()
+            } else {
+                backend.device.clone()
+            };
+            let x = Tensor::<4>::from_data(data(), &device);
+            let x = if autodiff { x.require_grad() } else { x };
+            let layer: Box<dyn Fn(Tensor<4>) -> Tensor<4>> = match name {
+                "batchnorm_64" => {
+                    let bn = BatchNormConfig::new(cin).init(&device);
+                    Box::new(move |x| bn.forward(x))
+                }
+                "relu_64" => Box::new(burn::tensor::activation::relu),
+                _ => {
+                    let pad = k / 2;
+                    let conv = Conv2dConfig::new([cin, cout], [k, k])
+                        .with_stride([stride, stride])
+                        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                        .with_bias(false)
+                        .init(&device);
+                    Box::new(move |x| conv.forward(x))
+                }
+            };
+            let s = median_step(warmup, steps, || {
+                let y = layer(x.clone());
+                if autodiff {
+                    // The gradients are computed by backward; reading one back waits for them.
+                    let grads = y.sum().backward();
+                    std::hint::black_box(x.grad(&grads).map(|g| g.into_data()));
+                } else {
+                    std::hint::black_box(y.into_data());
+                }
+            });
+            s * 1e3
+        };
+        rows.push(OpMeasurement {
+            framework: "oodforge".into(),
+            backend: backend.name.into(),
+            op: name.into(),
+            input,
+            forward_ms: time(false),
+            train_ms: time(true),
+        });
+    }
+    rows
+}
+
+/// The Markdown table of [`measure_ops`] rows.
+pub fn ops_markdown(rows: &[OpMeasurement]) -> String {
+    let mut s = String::from(
+        "| framework | backend | op | input | forward ms | forward+backward ms |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let [n, c, h, w] = r.input;
+        s.push_str(&format!(
+            "| {} | {} | {} | {n}x{c}x{h}x{w} | {:.2} | {:.2} |\n",
+            r.framework, r.backend, r.op, r.forward_ms, r.train_ms
+        ));
+    }
+    s
+}

@@ -340,6 +340,68 @@ fn eval_imports_pytorch_weights_named_by_the_config() {
     );
 }
 
+/// `bench ops` times each listed ResNet-18 layer, forward and forward + backward, and writes the
+/// table in the format of `scripts/bench_pytorch.py --ops`.
+#[test]
+fn bench_ops_writes_one_row_per_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bench");
+    let o = run(
+        env!("CARGO_BIN_EXE_bench"),
+        &[
+            "ops",
+            "--batch",
+            "2",
+            "--warmup",
+            "0",
+            "--steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench_ops.json")).unwrap())
+            .unwrap();
+    let rows = json["results"].as_array().unwrap();
+    let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops,
+        [
+            "conv3x3_64",
+            "conv3x3_128",
+            "conv3x3_256",
+            "conv3x3_512",
+            "conv3x3_s2_64_128",
+            "conv1x1_s2_64_128",
+            "batchnorm_64",
+            "relu_64"
+        ]
+    );
+    for r in rows {
+        assert_eq!(r["input"][0].as_u64(), Some(2), "{r}");
+        let (fwd, train) = (
+            r["forward_ms"].as_f64().unwrap(),
+            r["train_ms"].as_f64().unwrap(),
+        );
+        assert!(fwd > 0.0 && train > 0.0, "{r}");
+    }
+    let md = std::fs::read_to_string(out.join("bench_ops.md")).unwrap();
+    assert!(
+        md.contains("| oodforge | flex | conv3x3_128 | 2x128x16x16 |"),
+        "{md}"
+    );
+    let o = run(
+        env!("CARGO_BIN_EXE_bench"),
+        &["ops", "--backend", "tpu", "--out", out.to_str().unwrap()],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--backend"), "{}", text(&o));
+}
+
 /// `bench train` measures every configuration in a process of its own and writes the table in
 /// the format `scripts/bench_pytorch.py` writes (one row per model, batch and mode).
 #[test]

@@ -69,6 +69,23 @@ enum Command {
         #[arg(long, hide = true)]
         child: Option<String>,
     },
+    /// Per-layer times of ResNet-18 (CIFAR) at one batch size: each stage's 3x3 convolution,
+    /// the stride-2 entries, batch norm and ReLU, forward and forward + backward; writes
+    /// bench_ops.json and bench_ops.md (the format of `scripts/bench_pytorch.py --ops`).
+    Ops {
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Backend: flex, wgpu, ndarray, cuda.
+        #[arg(long, default_value = "flex")]
+        backend: String,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Folder for bench_ops.json and bench_ops.md.
+        #[arg(long, default_value = "bench")]
+        out: std::path::PathBuf,
+    },
     /// Feature-space OOD scores (KNN, Mahalanobis, ViM) at CIFAR scale, seconds.
     Scores {
         #[arg(long, default_value_t = 50_000)]
@@ -297,6 +314,45 @@ fn train(
     ExitCode::SUCCESS
 }
 
+fn ops(
+    batch: usize,
+    backend: &str,
+    warmup: usize,
+    steps: usize,
+    out: &std::path::Path,
+) -> ExitCode {
+    use oodforge_cli::train_bench;
+    let choice = match oodforge_cli::parse_backend(backend) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: --backend: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let selected = match oodforge_core::backend::select(choice) {
+        Ok(s) => s,
+        Err(e) => return oodforge_cli::report(&e),
+    };
+    let rows = train_bench::measure_ops(&selected, batch, warmup, steps);
+    let md = train_bench::ops_markdown(&rows);
+    print!("{md}");
+    let json =
+        serde_json::json!({ "batch": batch, "warmup": warmup, "steps": steps, "results": rows });
+    let written = std::fs::create_dir_all(out)
+        .and_then(|_| {
+            std::fs::write(
+                out.join("bench_ops.json"),
+                serde_json::to_string_pretty(&json).expect("serialisable"),
+            )
+        })
+        .and_then(|_| std::fs::write(out.join("bench_ops.md"), md));
+    if let Err(e) = written {
+        eprintln!("error: {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 fn train_child(spec: &str, warmup: usize, steps: usize) -> ExitCode {
     use oodforge_cli::train_bench;
     let parts: Vec<&str> = spec.split(',').collect();
@@ -331,6 +387,13 @@ fn main() -> ExitCode {
             cifar_images,
             jpeg_images,
         } => (workers, cifar_images, jpeg_images),
+        Command::Ops {
+            batch,
+            backend,
+            warmup,
+            steps,
+            out,
+        } => return ops(batch, &backend, warmup, steps, &out),
         Command::Scores {
             bank,
             queries,
