@@ -152,6 +152,19 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def median_ms(warmup, steps, device, fn):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
 def child(spec, warmup, steps, threads):
     variant, model_name, batch, mode, device_name = spec.split(",")
     batch = int(batch)
@@ -184,16 +197,7 @@ def child(spec, warmup, steps, threads):
         def step():
             with torch.inference_mode():
                 fn(x).cpu()
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        sync(device)
-        t = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    median = statistics.median(times)
+    median = median_ms(warmup, steps, device, step) / 1e3
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -225,19 +229,6 @@ OPS = [
     ("batchnorm_64", 64, 64, 0, 1, 32),
     ("relu_64", 64, 64, 0, 1, 32),
 ]
-
-
-def median_ms(warmup, steps, device, fn):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def ops(batch, device_name, warmup, steps, threads, channels_last):
