@@ -727,3 +727,61 @@ fn synthetic_bags_are_deterministic_and_carry_key_instances() {
         );
     }
 }
+
+/// A PNG file whose header declares `width` x `height` RGB pixels, with a few bytes of image
+/// data: what a decompression bomb or a corrupt header looks like to the decoder.
+fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB, deflate, no filter, no interlace
+    chunk(&mut out, b"IHDR", &ihdr);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut z, &[0u8; 4096]).unwrap();
+    chunk(&mut out, b"IDAT", &z.finish().unwrap());
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[test]
+fn image_headers_beyond_the_limits_are_errors_not_allocations() {
+    use oodforge_data::formats::files::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, decode, decode_bytes};
+    let path = Path::new("bomb.png");
+    // Too wide: one side over the limit.
+    let e = decode_bytes(path, &png_declaring(100_000, 100_000))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("bomb.png: cannot decode image"), "{e}");
+    assert!(e.contains("100000x100000"), "{e}");
+    assert!(e.contains(&MAX_IMAGE_SIDE.to_string()), "{e}");
+    assert!(e.contains("decompression bomb"), "{e}");
+    // Both sides allowed, the pixel count not (10,000 x 10,000 > 8192 x 8192).
+    assert!(10_000 <= MAX_IMAGE_SIDE && 10_000u64 * 10_000 > MAX_IMAGE_PIXELS);
+    let e = decode_bytes(path, &png_declaring(10_000, 10_000))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("10000x10000"), "{e}");
+    // Within the limits the same construction is an ordinary truncated image: an error about
+    // the data, and a real file is named by its path.
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small.png");
+    std::fs::write(&small, png_declaring(64, 64)).unwrap();
+    let e = decode(&small).unwrap_err().to_string();
+    assert!(e.contains("small.png: cannot decode image"), "{e}");
+    assert!(!e.contains("decompression bomb"), "{e}");
+    // And a valid image at the limit's scale of ordinary data decodes.
+    let ok = tmp.path().join("ok.png");
+    write_png(&ok, 40, 30, 7);
+    let img = decode(&ok).unwrap();
+    assert_eq!((img.height, img.width), (30, 40));
+}

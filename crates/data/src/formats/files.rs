@@ -35,11 +35,47 @@ pub fn decode(path: &Path) -> Result<Rgb, DataError> {
     decode_bytes(path, &bytes)
 }
 
+/// The largest side an image file may declare. Datasets of the field top out far below it
+/// (ImageNet's largest images are about 10k pixels a side).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The most pixels an image file may declare: 8192 x 8192, i.e. 192 MiB as 8-bit RGB.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+
+/// Decode image bytes to RGB. The header's dimensions are checked against [`MAX_IMAGE_SIDE`]
+/// and [`MAX_IMAGE_PIXELS`] before any pixel is decoded, and the decoder's own allocations are
+/// capped, so a decompression bomb (a small file declaring a huge image) is an error naming the
+/// file, not an out-of-memory kill of a training run.
 pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Rgb, DataError> {
-    let img = image::load_from_memory(bytes).map_err(|e| DataError::Decode {
+    let error = |message: String| DataError::Decode {
         path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let mut limits = image::Limits::default();
+    // Decoded buffer (up to 16-bit RGBA) plus the decoder's working memory.
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8 + (64 << 20));
+    // The header first, checked here so the error says what was declared and what is allowed.
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| error(e.to_string()))?;
+    reader.limits(limits.clone());
+    let (width, height) = reader.into_dimensions().map_err(|e| error(e.to_string()))?;
+    if width > MAX_IMAGE_SIDE
+        || height > MAX_IMAGE_SIDE
+        || u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS
+    {
+        return Err(error(format!(
+            "the header declares {width}x{height} pixels, more than the limit of \
+             {MAX_IMAGE_SIDE} per side and {MAX_IMAGE_PIXELS} in all (a corrupt header or a \
+             decompression bomb)"
+        )));
+    }
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| error(e.to_string()))?;
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| error(e.to_string()))?;
     Ok(Rgb::from_image(img.to_rgb8()))
 }
 
