@@ -535,3 +535,120 @@ fn aem_abmil_reproduces_the_official_forward_pass() {
     write_safetensors(&file, &tensors);
     assert_eq!(load_mil_weights(&mut mha, &file).unwrap().loaded, 14);
 }
+
+/// A pickle that would run a shell command in Python (`os.system` through REDUCE) in both the
+/// legacy and the zip layout of `torch.save`: loading it is an error naming the file, and
+/// nothing runs (the command would create a marker file).
+#[test]
+fn code_running_pickles_are_refused_without_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("pwned");
+    let command = format!("touch {}", marker.display());
+    // Protocol 2: GLOBAL os.system, the command as its one argument, REDUCE, STOP.
+    let mut pickle = b"\x80\x02cos\nsystem\n".to_vec();
+    pickle.push(b'X');
+    pickle.extend_from_slice(&(command.len() as u32).to_le_bytes());
+    pickle.extend_from_slice(command.as_bytes());
+    pickle.extend_from_slice(b"\x85R.");
+    let legacy = tmp.path().join("evil_legacy.pt");
+    std::fs::write(&legacy, &pickle).unwrap();
+    // The same call as the value of a state-dict entry: EMPTY_DICT, key, the call, SETITEM.
+    let key = b"conv1.weight";
+    let mut nested = b"\x80\x02}X".to_vec();
+    nested.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    nested.extend_from_slice(key);
+    nested.extend_from_slice(&pickle[2..pickle.len() - 1]);
+    nested.extend_from_slice(b"s.");
+    let in_dict = tmp.path().join("evil_in_dict.pt");
+    std::fs::write(&in_dict, &nested).unwrap();
+    // torch.save's zip layout: <name>/data.pkl (stored, not compressed) and a version record.
+    let zipped = tmp.path().join("evil_zip.pt");
+    write_stored_zip(
+        &zipped,
+        &[("evil_zip/data.pkl", &pickle), ("evil_zip/version", b"3\n")],
+    );
+    for path in [&legacy, &in_dict, &zipped] {
+        let mut net = classifier(
+            Backbone::ResNet18 {
+                width: 8,
+                stem: ResNetStem::Cifar,
+            },
+            10,
+            32,
+        );
+        let result = load_weights(&mut net, path, false);
+        let name = path.file_name().unwrap().to_str().unwrap();
+        match result {
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains(name), "{msg}");
+                // At the root the call is refused by name; inside a dict it is not a tensor, so
+                // the state dict lacks every weight.
+                if path == &in_dict {
+                    assert!(matches!(e, ModelError::Mismatch { .. }), "{msg}");
+                    assert!(msg.contains("missing"), "{msg}");
+                } else {
+                    assert!(msg.contains("found os.system"), "{msg}");
+                }
+            }
+            Ok(report) => panic!("{name} loaded: {report:?}"),
+        }
+        assert!(!marker.exists(), "{name}: the pickle's command ran");
+    }
+}
+
+/// A zip archive of stored (uncompressed) entries, as `torch.save` writes.
+fn write_stored_zip(path: &Path, entries: &[(&str, &[u8])]) {
+    // CRC-32 (IEEE 802.3, reflected), bit by bit: zip's checksum.
+    let crc = |data: &[u8]| {
+        let mut c = !0u32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    };
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in entries {
+        let offset = out.len() as u32;
+        let header = |sig: u32, central: bool| {
+            let mut h = sig.to_le_bytes().to_vec();
+            if central {
+                h.extend_from_slice(&20u16.to_le_bytes()); // made by
+            }
+            h.extend_from_slice(&20u16.to_le_bytes()); // version needed
+            h.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]); // flags, method (stored), time, date
+            h.extend_from_slice(&crc(data).to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes()); // extra
+            if central {
+                h.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
+                h.extend_from_slice(&0u32.to_le_bytes()); // external attributes
+                h.extend_from_slice(&offset.to_le_bytes());
+            }
+            h.extend_from_slice(name.as_bytes());
+            h
+        };
+        out.extend(header(0x0403_4b50, false));
+        out.extend_from_slice(data);
+        central.extend(header(0x0201_4b50, true));
+    }
+    let start = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&start.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    std::fs::write(path, out).unwrap();
+}
