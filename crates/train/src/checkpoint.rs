@@ -6,6 +6,10 @@
 //! and never a half-written one under a real name. The random state needs no bytes of its own:
 //! every stream is keyed by (seed, epoch, step) (`oodforge_core::rng`), so `state.json`'s seed
 //! and position are the RNG state.
+//!
+//! `state.json` records the SHA-256 of every other file of the checkpoint. [`latest`] returns
+//! the newest checkpoint whose files are all there and match; a damaged one (a disk error, a
+//! copy cut short) is reported and the one before it used.
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
@@ -13,6 +17,8 @@ use burn::store::ModuleRecord;
 use oodforge_data::Normalizer;
 use oodforge_losses::ObjectiveState;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,6 +42,10 @@ pub struct TrainState {
     /// Hash of the resolved config the run was started with.
     pub config_hash: String,
     pub normalizer: Normalizer,
+    /// SHA-256 (hex) of each other file of the checkpoint, by file name. Empty in checkpoints
+    /// written before checksums existed; those are not verified.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sha256: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +63,9 @@ pub enum CheckpointError {
     /// `model.weights` names a folder that cannot be loaded as one of our runs.
     #[error("{path}: {message}")]
     Weights { path: PathBuf, message: String },
+    /// A checkpoint whose files are missing or do not match the checksums in its state.json.
+    #[error("{path}: damaged checkpoint: {message}")]
+    Damaged { path: PathBuf, message: String },
     #[error("{dir}: no checkpoint found (expected folders named epoch-NNNN)")]
     NoCheckpoint { dir: PathBuf },
 }
@@ -106,6 +119,11 @@ pub fn save<M: Module>(
         path: path.to_path_buf(),
         message: e.to_string(),
     };
+    let mut sha256 = BTreeMap::new();
+    let mut write = |name: &str, bytes: &[u8]| {
+        sha256.insert(name.to_owned(), hex_sha256(bytes));
+        write_synced(&tmp.join(name), bytes)
+    };
     let model_path = tmp.join("model.bpk");
     // `valid()` first: it folds the pending BatchNorm running statistics (burn's `RunningState`
     // keeps each update aside until synced) into the values a record reads. Recording the
@@ -115,16 +133,20 @@ pub fn save<M: Module>(
         .into_record()
         .into_bytes()
         .map_err(|e| record(&model_path, e))?;
-    write_synced(&model_path, &bytes)?;
+    write("model.bpk", &bytes)?;
     let optim_path = tmp.join("optim.bpk");
     let bytes = optim.into_bytes().map_err(|e| record(&optim_path, e))?;
-    write_synced(&optim_path, &bytes)?;
-    let state_path = tmp.join("state.json");
-    let json = serde_json::to_vec_pretty(state).expect("TrainState serializes");
-    write_synced(&state_path, &json)?;
+    write("optim.bpk", &bytes)?;
     if let Some(o) = objective {
-        write_synced(&tmp.join(OBJECTIVE), &o.to_bytes())?;
+        write(OBJECTIVE, &o.to_bytes())?;
     }
+    // state.json last: it carries the checksums of the files above.
+    let state = TrainState {
+        sha256,
+        ..state.clone()
+    };
+    let json = serde_json::to_vec_pretty(&state).expect("TrainState serializes");
+    write_synced(&tmp.join("state.json"), &json)?;
 
     let target = dir.join(&name);
     let old = dir.join(format!(".{name}.old"));
@@ -142,12 +164,41 @@ pub fn save<M: Module>(
     Ok(target)
 }
 
-/// The checkpoint with the highest epoch under `dir`, if any.
+fn hex_sha256(bytes: &[u8]) -> String {
+    oodforge_core::config::hex(&Sha256::digest(bytes))
+}
+
+/// Check that a checkpoint's state parses and that every file it lists is there with the
+/// recorded SHA-256.
+pub fn verify(ckpt: &Path) -> Result<(), CheckpointError> {
+    let state = load_state(ckpt)?;
+    for (name, want) in &state.sha256 {
+        let path = ckpt.join(name);
+        let bytes = fs::read(&path).map_err(|e| CheckpointError::Damaged {
+            path: ckpt.to_owned(),
+            message: format!("{name}: {e}"),
+        })?;
+        let got = hex_sha256(&bytes);
+        if &got != want {
+            return Err(CheckpointError::Damaged {
+                path: ckpt.to_owned(),
+                message: format!(
+                    "{name}: SHA-256 {got} does not match {want} recorded in state.json"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The newest intact checkpoint under `dir`, if any: the highest epoch whose files verify
+/// ([`verify`]). Damaged ones are skipped with a warning that names them and the checkpoint
+/// used instead; folders without a `state.json` (never finished) are not checkpoints.
 pub fn latest(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     if !dir.exists() {
         return Ok(None);
     }
-    let mut best: Option<(usize, PathBuf)> = None;
+    let mut found: Vec<(usize, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
         let epoch = path
@@ -157,12 +208,31 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
             .and_then(|n| n.parse::<usize>().ok());
         if let Some(e) = epoch
             && path.join("state.json").is_file()
-            && best.as_ref().is_none_or(|(b, _)| e > *b)
         {
-            best = Some((e, path));
+            found.push((e, path));
         }
     }
-    Ok(best.map(|(_, p)| p))
+    found.sort();
+    let mut damaged = Vec::new();
+    while let Some((_, path)) = found.pop() {
+        match verify(&path) {
+            Ok(()) => {
+                for e in &damaged {
+                    tracing::warn!("{e}; using {} instead", path.display());
+                }
+                return Ok(Some(path));
+            }
+            Err(e @ (CheckpointError::Damaged { .. } | CheckpointError::State { .. })) => {
+                damaged.push(e)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Every checkpoint is damaged: say so rather than start over silently.
+    match damaged.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
 }
 
 pub fn load_state(ckpt: &Path) -> Result<TrainState, CheckpointError> {

@@ -271,6 +271,8 @@ pub(crate) fn execute(
                 seed: cfg.seed,
                 config_hash: resolved.hash.clone(),
                 normalizer: IDENTITY,
+                // Filled by `checkpoint::save` from the bytes it writes.
+                sha256: Default::default(),
             };
             let path = checkpoint::save(&ckpt_dir, &model, &optim, &state, None)?;
             manifest.epochs_completed = epoch;

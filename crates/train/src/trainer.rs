@@ -365,6 +365,8 @@ fn execute(
                 seed: cfg.seed,
                 config_hash: resolved.hash.clone(),
                 normalizer: norm,
+                // Filled by `checkpoint::save` from the bytes it writes.
+                sha256: Default::default(),
             };
             let path = checkpoint::save(
                 &ckpt_dir,

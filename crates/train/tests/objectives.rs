@@ -244,10 +244,24 @@ fn resuming_palm_without_its_prototypes_is_refused() {
         .unwrap()
         .unwrap();
     std::fs::remove_file(ckpt.join(checkpoint::OBJECTIVE)).unwrap();
-    let e = {
+    let resume_error = || {
         let _guard = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
         resume(&run, &opts(&run)).unwrap_err().to_string()
     };
+    // The checkpoint's checksums list objective.bin: the checkpoint is damaged.
+    let e = resume_error();
+    assert!(
+        e.contains("damaged checkpoint") && e.contains("objective.bin"),
+        "{e}"
+    );
+    // A checkpoint without checksums (written before they existed) reaches the objective's own
+    // check.
+    let state_path = ckpt.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("sha256");
+    std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
+    let e = resume_error();
     assert!(
         e.contains("keeps state between steps") && e.contains("objective.bin"),
         "{e}"

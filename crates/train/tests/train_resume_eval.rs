@@ -241,3 +241,64 @@ fn resuming_with_an_edited_config_is_refused() {
     let err = resume(&run, &opts(&run)).unwrap_err().to_string();
     assert!(err.contains("edited"), "{err}");
 }
+
+/// A checkpoint damaged after it was written (a flipped byte in its weights, a truncated
+/// state.json) is skipped: `latest` and `resume` use the one before it, and the resumed run
+/// still ends with the weights of an uninterrupted one. With every checkpoint damaged the error
+/// names the damage instead of starting over.
+#[test]
+fn damaged_checkpoints_are_reported_and_the_previous_one_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(3);
+    let straight = dir.path().join("straight");
+    train(&cfg, &opts(&straight)).unwrap();
+
+    let run = dir.path().join("damaged");
+    train(
+        &cfg,
+        &TrainOptions {
+            stop_after: Some(2),
+            ..opts(&run)
+        },
+    )
+    .unwrap();
+    let ckpts = run.join("checkpoints");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ckpts.join("epoch-0002/state.json")).unwrap(),
+    )
+    .unwrap();
+    for file in ["model.bpk", "optim.bpk"] {
+        assert_eq!(state["sha256"][file].as_str().unwrap().len(), 64, "{state}");
+    }
+    // Flip one byte in the middle of the newest checkpoint's weights.
+    let model = ckpts.join("epoch-0002/model.bpk");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&model, &bytes).unwrap();
+    let e = checkpoint::verify(&ckpts.join("epoch-0002"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("damaged checkpoint") && e.contains("model.bpk"),
+        "{e}"
+    );
+    assert_eq!(
+        checkpoint::latest(&ckpts).unwrap().unwrap(),
+        ckpts.join("epoch-0001")
+    );
+    let resumed = resume(&run, &opts(&run)).unwrap();
+    assert!(resumed.finished);
+    assert_eq!(final_weights(&run, &cfg), final_weights(&straight, &cfg));
+
+    // Every checkpoint damaged: an error, not a fresh start.
+    for entry in std::fs::read_dir(&ckpts).unwrap() {
+        let state = entry.unwrap().path().join("state.json");
+        let text = std::fs::read_to_string(&state).unwrap();
+        std::fs::write(&state, &text[..text.len() / 2]).unwrap();
+    }
+    let e = checkpoint::latest(&ckpts).unwrap_err().to_string();
+    assert!(e.contains("state.json"), "{e}");
+    let e = resume(&run, &opts(&run)).unwrap_err().to_string();
+    assert!(e.contains("state.json"), "{e}");
+}
