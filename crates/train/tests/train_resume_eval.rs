@@ -7,6 +7,16 @@ use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfi
 use oodforge_models::Classifier;
 use oodforge_train::{TrainError, TrainOptions, checkpoint, evaluate_run, resume, train};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// burn draws initial weights from the device's global RNG, which `train` seeds at start: runs
+/// (and model constructions) in parallel test threads would interleave their draws and make
+/// "same weights" comparisons flaky. Every test here holds this lock for its whole body.
+static DEVICE_RNG: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn tiny(epochs: usize) -> ResolvedConfig {
     let text = format!(
@@ -67,6 +77,7 @@ fn final_weights(run: &Path, cfg: &ResolvedConfig) -> Vec<f32> {
 
 #[test]
 fn stopping_and_resuming_gives_the_same_weights_as_training_straight() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(4);
     let straight = dir.path().join("straight");
@@ -120,6 +131,7 @@ fn stopping_and_resuming_gives_the_same_weights_as_training_straight() {
 
 #[test]
 fn run_folder_has_every_file_and_eval_reproduces_the_results() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(2);
     let run = dir.path().join("run");
@@ -210,6 +222,7 @@ fn run_folder_has_every_file_and_eval_reproduces_the_results() {
 
 #[test]
 fn an_existing_run_is_never_overwritten() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(1);
     let run = dir.path().join("run");
@@ -223,6 +236,7 @@ fn an_existing_run_is_never_overwritten() {
 
 #[test]
 fn resuming_with_an_edited_config_is_refused() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(2);
     let run = dir.path().join("run");
@@ -248,6 +262,7 @@ fn resuming_with_an_edited_config_is_refused() {
 /// names the damage instead of starting over.
 #[test]
 fn damaged_checkpoints_are_reported_and_the_previous_one_used() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(3);
     let straight = dir.path().join("straight");
