@@ -295,17 +295,8 @@ fn train(
         "steps": steps,
         "results": rows,
     });
-    let written = std::fs::create_dir_all(out)
-        .and_then(|_| {
-            std::fs::write(
-                out.join("bench_train.json"),
-                serde_json::to_string_pretty(&json).expect("serialisable"),
-            )
-        })
-        .and_then(|_| std::fs::write(out.join("bench_train.md"), train_bench::markdown(&rows)));
-    if let Err(e) = written {
-        eprintln!("error: {}: {e}", out.display());
-        return ExitCode::FAILURE;
+    if let Err(code) = write_tables(out, "bench_train", &json, &train_bench::markdown(&rows)) {
+        return code;
     }
     println!(
         "wrote {0}/bench_train.json and {0}/bench_train.md",
@@ -338,19 +329,31 @@ fn ops(
     print!("{md}");
     let json =
         serde_json::json!({ "batch": batch, "warmup": warmup, "steps": steps, "results": rows });
-    let written = std::fs::create_dir_all(out)
+    match write_tables(out, "bench_ops", &json, &md) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+/// Write `<out>/<stem>.json` (pretty) and `<out>/<stem>.md`; an error names the folder.
+fn write_tables(
+    out: &std::path::Path,
+    stem: &str,
+    json: &serde_json::Value,
+    md: &str,
+) -> Result<(), ExitCode> {
+    std::fs::create_dir_all(out)
         .and_then(|_| {
             std::fs::write(
-                out.join("bench_ops.json"),
-                serde_json::to_string_pretty(&json).expect("serialisable"),
+                out.join(format!("{stem}.json")),
+                serde_json::to_string_pretty(json).expect("serialisable"),
             )
         })
-        .and_then(|_| std::fs::write(out.join("bench_ops.md"), md));
-    if let Err(e) = written {
-        eprintln!("error: {}: {e}", out.display());
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+        .and_then(|_| std::fs::write(out.join(format!("{stem}.md")), md))
+        .map_err(|e| {
+            eprintln!("error: {}: {e}", out.display());
+            ExitCode::FAILURE
+        })
 }
 
 fn train_child(spec: &str, warmup: usize, steps: usize) -> ExitCode {

@@ -53,12 +53,14 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Rgb, DataError> {
     let mut limits = image::Limits::default();
     // Decoded buffer (up to 16-bit RGBA) plus the decoder's working memory.
     limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8 + (64 << 20));
-    // The header first, checked here so the error says what was declared and what is allowed.
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| error(e.to_string()))?;
-    reader.limits(limits.clone());
-    let (width, height) = reader.into_dimensions().map_err(|e| error(e.to_string()))?;
+    reader.limits(limits);
+    // The header is read once; its size is checked here, so the error says what was declared
+    // and what is allowed, before any pixel is decoded.
+    let decoder = reader.into_decoder().map_err(|e| error(e.to_string()))?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
     if width > MAX_IMAGE_SIDE
         || height > MAX_IMAGE_SIDE
         || u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS
@@ -69,13 +71,7 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<Rgb, DataError> {
              decompression bomb)"
         )));
     }
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| error(e.to_string()))?;
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| error(e.to_string()))?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| error(e.to_string()))?;
     Ok(Rgb::from_image(img.to_rgb8()))
 }
 
