@@ -478,3 +478,83 @@ fn bench_train_writes_json_and_markdown_rows() {
         text(&o)
     );
 }
+
+/// SIGTERM (what `kill`, `scancel` and SLURM's time limit send) stops `train` after its current
+/// step with a checkpoint there; `--resume` then ends where an uninterrupted run ends.
+#[test]
+fn sigterm_stops_after_the_step_with_a_checkpoint_and_resume_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tiny.toml"), TINY).unwrap();
+    let args = |out: &'static str| {
+        vec![
+            "--config",
+            "tiny.toml",
+            "--set",
+            "train.epochs=6",
+            "--set",
+            "data.source.train_per_class=48",
+            "--set",
+            "train.log_every=1",
+            "--no-progress",
+            "--out",
+            out,
+        ]
+    };
+    let o = run(env!("CARGO_BIN_EXE_train"), &args("straight"), dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(args("split"))
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = dir.path().join("split/metrics.jsonl");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&metrics).is_ok_and(|t| t.contains("\"step\"")) {
+        assert!(started.elapsed().as_secs() < 120, "no step logged");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(143), "{err}");
+    assert!(err.contains("stopped by SIGTERM at epoch"), "{err}");
+    assert!(err.contains("continue with: train --resume split"), "{err}");
+    assert!(!dir.path().join("split/results.json").exists());
+    let ckpts = std::fs::read_dir(dir.path().join("split/checkpoints"))
+        .unwrap()
+        .count();
+    assert!(ckpts >= 1);
+
+    let o = run(
+        env!("CARGO_BIN_EXE_train"),
+        &["--resume", "split", "--no-progress"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The same results and the same log as the uninterrupted run (wall-clock fields aside).
+    let read = |run: &str, f: &str| std::fs::read_to_string(dir.path().join(run).join(f)).unwrap();
+    assert_eq!(
+        read("straight", "results.json"),
+        read("split", "results.json")
+    );
+    let lines = |run: &str| -> Vec<serde_json::Value> {
+        read(run, "metrics.jsonl")
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let o = v.as_object_mut().unwrap();
+                o.remove("images_per_s");
+                o.remove("seconds");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(lines("straight"), lines("split"));
+}

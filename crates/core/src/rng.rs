@@ -26,6 +26,9 @@ pub enum Purpose {
     Objective,
     /// Held-out splits drawn from a dataset (the validation slides of feature bags).
     Split,
+    /// The device RNG of one training step (dropout masks), re-seeded before every step so a
+    /// run resumed at any step draws the masks an uninterrupted one would.
+    Dropout,
 }
 
 impl Purpose {
@@ -39,6 +42,7 @@ impl Purpose {
             Self::Data => b"data",
             Self::Objective => b"objective",
             Self::Split => b"split",
+            Self::Dropout => b"dropout",
         }
     }
 }

@@ -348,7 +348,8 @@ pub fn default_workers(workers: usize) -> usize {
 /// ID batches of a seeded permutation (the epoch is defined by the ID set) and, when
 /// `data.outlier_batch_size > 0`, an outlier batch beside each from the cycling outlier stream
 /// (OE: 128 ID + 256 outliers). Samples and augmentation draws depend on (seed, epoch, step)
-/// only, never on the thread count.
+/// only, never on the thread count. The first `skip` batches are left out without being built
+/// (a run resumed inside an epoch).
 pub fn train_epoch(
     data: &DataConfig,
     seed: u64,
@@ -356,6 +357,7 @@ pub fn train_epoch(
     outliers: Option<&Source>,
     norm: Normalizer,
     epoch: usize,
+    skip: usize,
 ) -> Result<Prefetch<Result<TrainBatch, DataError>>, DataError> {
     let outliers = match (data.outlier_batch_size, outliers) {
         (0, _) => None,
@@ -377,10 +379,11 @@ pub fn train_epoch(
     let (train, order) = (Source::clone(train), data.outlier_order);
     let workers = default_workers(data.loader.workers);
     Ok(Prefetch::new(
-        plan.len(),
+        per_epoch.saturating_sub(skip),
         workers,
         data.loader.prefetch,
-        move |k| {
+        move |j| {
+            let k = skip + j;
             let id = make_batch(
                 train.as_ref(),
                 &plan[k],

@@ -395,7 +395,7 @@ fn paired_id_and_outlier_batches_follow_the_config_ratio() {
     cfg.loader.workers = 2;
     cfg.train_transform = vec![TransformOp::HorizontalFlip { p: 0.5 }];
     let (id, out) = (set(10), set(5));
-    let batches: Vec<_> = oodforge_data::train_epoch(&cfg, 1, &id, Some(&out), UNIT, 0)
+    let batches: Vec<_> = oodforge_data::train_epoch(&cfg, 1, &id, Some(&out), UNIT, 0, 0)
         .unwrap()
         .map(Result::unwrap)
         .collect();
@@ -412,19 +412,26 @@ fn paired_id_and_outlier_batches_follow_the_config_ratio() {
         assert_eq!(o.shape, [8, 3, 8, 8]);
     }
     cfg.loader.workers = 1;
-    let again: Vec<_> = oodforge_data::train_epoch(&cfg, 1, &id, Some(&out), UNIT, 0)
+    let again: Vec<_> = oodforge_data::train_epoch(&cfg, 1, &id, Some(&out), UNIT, 0, 0)
         .unwrap()
         .map(Result::unwrap)
         .collect();
     assert_eq!(batches, again);
+    // A run resumed inside the epoch gets the same later batches, outliers included.
+    let tail: Vec<_> = oodforge_data::train_epoch(&cfg, 1, &id, Some(&out), UNIT, 0, 2)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(tail[..], batches[2..]);
     // No outlier set but outliers requested: a clear error.
-    let e = oodforge_data::train_epoch(&cfg, 1, &id, None, UNIT, 0)
+    let e = oodforge_data::train_epoch(&cfg, 1, &id, None, UNIT, 0, 0)
         .err()
         .unwrap()
         .to_string();
     assert!(e.contains("outlier_batch_size"), "{e}");
     cfg.outlier_batch_size = 0;
-    let plain = oodforge_data::train_epoch(&cfg, 1, &id, None, UNIT, 0).unwrap();
+    let plain = oodforge_data::train_epoch(&cfg, 1, &id, None, UNIT, 0, 0).unwrap();
     assert!(plain.map(Result::unwrap).all(|b| b.outliers.is_none()));
 }
 

@@ -1,5 +1,7 @@
-//! Checkpoints: `checkpoints/epoch-NNNN/{model.bpk, optim.bpk, state.json}`, plus
-//! `objective.bin` for objectives with state (PALM's prototypes, NP-Mix's queues).
+//! Checkpoints: `checkpoints/epoch-NNNN/{model.bpk, optim.bpk, config.toml, state.json}`, plus
+//! `objective.bin` for objectives with state (PALM's prototypes, NP-Mix's queues). A run
+//! stopped mid-epoch (SIGINT/SIGTERM) writes `epoch-NNNN-step-SSSSSSSS`: NNNN epochs done and
+//! SSSSSSSS steps; its state carries the position in the epoch and the epoch's running sums.
 //!
 //! A checkpoint is written into a hidden temporary folder, every file flushed to disk, and the
 //! folder then renamed into place, so a crash mid-write leaves the previous checkpoint intact
@@ -46,6 +48,27 @@ pub struct TrainState {
     /// written before checksums existed; those are not verified.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sha256: BTreeMap<String, String>,
+    /// Set when the checkpoint was written inside an epoch (a stop request): how far into
+    /// epoch `epoch + 1` the run got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialEpoch>,
+}
+
+/// The position inside an epoch and the sums its log line is made of, so a run resumed
+/// mid-epoch logs the epoch an uninterrupted run would.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialEpoch {
+    /// Batches (steps) of the epoch already trained.
+    pub batches: usize,
+    /// Sum over those batches of loss x batch size.
+    pub loss_sum: f64,
+    /// Correct predictions so far.
+    pub correct: usize,
+    /// Samples so far.
+    pub seen: usize,
+    /// Seconds spent on the epoch so far (its images/s figure).
+    pub seconds: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,20 +118,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// The folder name of the checkpoint after `epoch` complete epochs.
 pub fn checkpoint_name(epoch: usize) -> String {
     format!("epoch-{epoch:04}")
 }
 
-/// Save a checkpoint for `state.epoch` under `dir`; returns its folder.
+/// The folder name of a state's checkpoint: [`checkpoint_name`], or with `-step-SSSSSSSS` for a
+/// checkpoint written inside an epoch.
+pub fn state_checkpoint_name(state: &TrainState) -> String {
+    match state.partial {
+        None => checkpoint_name(state.epoch),
+        Some(_) => format!("epoch-{:04}-step-{:08}", state.epoch, state.step),
+    }
+}
+
+/// (epochs, steps inside the next epoch or 0) of a checkpoint folder name, for ordering.
+fn parse_name(name: &str) -> Option<(usize, usize)> {
+    let rest = name.strip_prefix("epoch-")?;
+    match rest.split_once("-step-") {
+        None => Some((rest.parse().ok()?, 0)),
+        Some((e, s)) => Some((e.parse().ok()?, s.parse().ok()?)),
+    }
+}
+
+/// The resolved config a checkpoint was written under (so a refused resume can list what
+/// changed).
+pub const CONFIG: &str = "config.toml";
+
+/// Save a checkpoint for `state` under `dir`; returns its folder. `config` is the resolved
+/// config text of the run. Checkpoints written inside an epoch before this one are removed
+/// once it is in place: they only ever serve to resume, and this one supersedes them.
 pub fn save<M: Module>(
     dir: &Path,
     model: &M,
     optim: &ModuleOptimizer,
     state: &TrainState,
     objective: Option<&ObjectiveState>,
+    config: &str,
 ) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = checkpoint_name(state.epoch);
+    let name = state_checkpoint_name(state);
     let tmp = dir.join(format!(".{name}.tmp"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
@@ -140,6 +189,7 @@ pub fn save<M: Module>(
     if let Some(o) = objective {
         write(OBJECTIVE, &o.to_bytes())?;
     }
+    write(CONFIG, config.as_bytes())?;
     // state.json last: it carries the checksums of the files above.
     let state = TrainState {
         sha256,
@@ -160,6 +210,19 @@ pub fn save<M: Module>(
     // Make the rename itself durable.
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
+    }
+    let position = parse_name(&name).expect("a checkpoint name");
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let older_partial = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| n.contains("-step-"))
+            .and_then(parse_name)
+            .is_some_and(|p| p < position);
+        if older_partial {
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+        }
     }
     Ok(target)
 }
@@ -198,15 +261,14 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     if !dir.exists() {
         return Ok(None);
     }
-    let mut found: Vec<(usize, PathBuf)> = Vec::new();
+    let mut found: Vec<((usize, usize), PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
-        let epoch = path
+        let position = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("epoch-"))
-            .and_then(|n| n.parse::<usize>().ok());
-        if let Some(e) = epoch
+            .and_then(parse_name);
+        if let Some(e) = position
             && path.join("state.json").is_file()
         {
             found.push((e, path));

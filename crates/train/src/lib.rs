@@ -7,6 +7,7 @@ pub mod mil;
 pub mod odin;
 pub mod run;
 pub mod schedule;
+pub mod stop;
 pub mod trainer;
 
 pub use error::TrainError;
@@ -14,4 +15,5 @@ pub use evaluate::{
     EvalOptions, OutputCache, evaluate_run, evaluate_run_with, evaluate_runs, evaluate_weights,
     evaluate_weights_with,
 };
-pub use trainer::{TrainOptions, TrainOutcome, resume, train};
+pub use stop::StopRequest;
+pub use trainer::{SAFE_ON_RESUME, Stopped, TrainOptions, TrainOutcome, resume, train};

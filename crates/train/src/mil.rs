@@ -16,12 +16,12 @@
 //!   every epoch, so a run resumed from a checkpoint draws the same dropout masks as one that ran
 //!   through.
 
-use crate::checkpoint::{self, TrainState, write_atomic};
+use crate::checkpoint::{self, PartialEpoch, TrainState, write_atomic};
 use crate::error::TrainError;
 use crate::run::{self, DatasetEntry, Manifest, MetricsLog, NewRun};
 use crate::schedule::Schedule;
 use crate::trainer::{
-    TrainOptions, TrainOutcome, check_config_hash, optimizer, progress_bar, scalar,
+    Stopped, TrainOptions, TrainOutcome, optimizer, progress_bar, save_checkpoint, scalar,
 };
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -116,7 +116,7 @@ impl MilResults {
 pub(crate) fn execute(
     resolved: &ResolvedConfig,
     dir: &Path,
-    resume_from: Option<PathBuf>,
+    resume_from: Option<(PathBuf, TrainState)>,
     opts: &TrainOptions,
     selected: SelectedBackend,
 ) -> Result<TrainOutcome, TrainError> {
@@ -135,16 +135,16 @@ pub(crate) fn execute(
     };
 
     let (mut epoch, mut step) = (0usize, 0usize);
+    let mut partial: Option<PartialEpoch> = None;
     let mut history: Vec<EpochMetrics> = Vec::new();
-    if let Some(ckpt) = &resume_from {
-        let state = checkpoint::load_state(ckpt)?;
-        check_config_hash(&state, resolved, ckpt)?;
+    if let Some((ckpt, state)) = &resume_from {
         model = checkpoint::load_model(ckpt, model)?;
         optim = checkpoint::load_optim(ckpt, optim)?;
-        (epoch, step) = (state.epoch, state.step);
+        (epoch, step, partial) = (state.epoch, state.step, state.partial);
         // Epochs after the checkpoint (a crash between the two writes) are trained again.
         history = read_history(dir)?;
         history.retain(|m| m.epoch <= epoch);
+        run::trim_metrics(dir, step)?;
         info!(checkpoint = %ckpt.display(), epoch, step, "resumed");
     }
 
@@ -168,13 +168,28 @@ pub(crate) fn execute(
     info!(epochs, slides_per_epoch = per_epoch, params = manifest.parameters, run = %dir.display(), "training (feature bags)");
 
     while epoch < last_epoch {
-        device.seed(derived_seed(cfg.seed, Purpose::Init, 2, epoch as u64));
+        // A run resumed inside this epoch skips the slides it trained and carries on the sums.
+        let resumed = partial.take();
+        let skip = resumed.map_or(0, |p| p.batches);
         let bar = progress_bar(opts.progress, per_epoch, epoch, epochs);
+        if let Some(bar) = &bar {
+            bar.set_position(skip as u64);
+        }
         let epoch_start = Instant::now();
-        let (mut loss_sum, mut correct) = (0f64, 0usize);
+        let earlier_seconds = resumed.map_or(0.0, |p| p.seconds);
+        let (mut loss_sum, mut correct) = resumed.map_or((0.0, 0), |p| (p.loss_sum, p.correct));
         let mut order: Vec<usize> = (0..per_epoch).collect();
         order.shuffle(&mut stream(cfg.seed, Purpose::Shuffle, epoch as u64, 0));
-        for &i in &order {
+        let mut stopped = None;
+        for (k, &i) in order.iter().enumerate().skip(skip) {
+            // The device RNG (attention dropout) is keyed by the step, so a run resumed at any
+            // step trains exactly as an uninterrupted one.
+            device.seed(derived_seed(
+                cfg.seed,
+                Purpose::Dropout,
+                epoch as u64,
+                step as u64,
+            ));
             let lr = schedule.lr(step);
             let bag = &data.train[i];
             let y = Tensor::<1, Int>::from_data(TensorData::new(vec![bag.label], [1]), &device);
@@ -201,6 +216,7 @@ pub(crate) fn execute(
             loss_sum += f64::from(loss_value);
             let batch_hits = scalar(hit.int().sum().float()) as usize;
             correct += batch_hits;
+            slides_seen += 1;
             step += 1;
             if step % cfg.train.log_every == 0 {
                 let mut line = json!({
@@ -216,13 +232,53 @@ pub(crate) fn execute(
                 bar.set_message(format!("loss {loss_value:.4} lr {lr:.2e}"));
                 bar.inc(1);
             }
+            // A stop request inside the epoch: checkpoint this step and return. On the last
+            // slide the epoch's own checkpoint below serves.
+            if let Some(signal) = opts.stop.requested()
+                && k + 1 < per_epoch
+            {
+                let at = PartialEpoch {
+                    batches: k + 1,
+                    loss_sum,
+                    correct,
+                    seen: k + 1,
+                    seconds: earlier_seconds + epoch_start.elapsed().as_secs_f64(),
+                };
+                let checkpoint = save_checkpoint(
+                    &ckpt_dir,
+                    resolved,
+                    IDENTITY,
+                    (epoch, step, Some(at)),
+                    &model,
+                    &optim,
+                    None,
+                )?;
+                stopped = Some(Stopped {
+                    signal,
+                    epoch: epoch + 1,
+                    step,
+                    checkpoint,
+                });
+                break;
+            }
         }
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+        if let Some(stopped) = stopped {
+            manifest.steps_completed = step;
+            manifest.end_session(dir, slides_seen, started.elapsed().as_secs_f64(), false)?;
+            info!("{stopped}");
+            return Ok(TrainOutcome {
+                run_dir: dir.to_path_buf(),
+                finished: false,
+                results: None,
+                mil_results: None,
+                stopped: Some(stopped),
+            });
+        }
         epoch += 1;
-        slides_seen += per_epoch;
-        let secs = epoch_start.elapsed().as_secs_f64();
+        let secs = earlier_seconds + epoch_start.elapsed().as_secs_f64();
 
         // AEM `main.py`: score the validation and test slides after every epoch.
         let valid = model.valid();
@@ -263,22 +319,43 @@ pub(crate) fn execute(
             if improved { " (selected)" } else { "" }
         );
 
-        if epoch % cfg.train.checkpoint_every == 0 || epoch == last_epoch {
-            let state = TrainState {
-                format: checkpoint::FORMAT,
-                epoch,
-                step,
-                seed: cfg.seed,
-                config_hash: resolved.hash.clone(),
-                normalizer: IDENTITY,
-                // Filled by `checkpoint::save` from the bytes it writes.
-                sha256: Default::default(),
-            };
-            let path = checkpoint::save(&ckpt_dir, &model, &optim, &state, None)?;
+        let stop = opts.stop.requested();
+        if epoch % cfg.train.checkpoint_every == 0 || epoch == last_epoch || stop.is_some() {
+            let path = save_checkpoint(
+                &ckpt_dir,
+                resolved,
+                IDENTITY,
+                (epoch, step, None),
+                &model,
+                &optim,
+                None,
+            )?;
             manifest.epochs_completed = epoch;
             manifest.steps_completed = step;
             manifest.write(dir)?;
             info!(checkpoint = %path.display(), "checkpoint written");
+            if let Some(signal) = stop {
+                let stopped = Stopped {
+                    signal,
+                    epoch,
+                    step,
+                    checkpoint: path,
+                };
+                manifest.end_session(
+                    dir,
+                    slides_seen,
+                    started.elapsed().as_secs_f64(),
+                    epoch >= epochs,
+                )?;
+                info!("{stopped}");
+                return Ok(TrainOutcome {
+                    run_dir: dir.to_path_buf(),
+                    finished: epoch >= epochs,
+                    results: None,
+                    mil_results: None,
+                    stopped: Some(stopped),
+                });
+            }
         }
     }
 
@@ -319,6 +396,7 @@ pub(crate) fn execute(
         finished,
         results: None,
         mil_results,
+        stopped: None,
     })
 }
 

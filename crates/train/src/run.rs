@@ -206,6 +206,43 @@ pub fn proc_status_kib(key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Drop the lines of `metrics.jsonl` logged after step `step` (a run killed after its last
+/// checkpoint logs those steps again when resumed), and a last line cut short by the kill.
+/// Returns how many lines were dropped; the file is rewritten atomically only if any were.
+pub fn trim_metrics(dir: &Path, step: usize) -> Result<usize, TrainError> {
+    let path = dir.join(METRICS);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => return Err(TrainError::Io { path, source }),
+    };
+    let mut kept = String::with_capacity(text.len());
+    let mut dropped = 0;
+    for line in text.lines() {
+        let keep = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => v
+                .get("step")
+                .and_then(serde_json::Value::as_u64)
+                .is_none_or(|s| s as usize <= step),
+            Err(_) => false,
+        };
+        if keep {
+            kept.push_str(line);
+            kept.push('\n');
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        write_atomic(&path, kept.as_bytes())?;
+        tracing::info!(
+            "{}: dropped {dropped} line(s) logged after the checkpoint's step {step}",
+            path.display()
+        );
+    }
+    Ok(dropped)
+}
+
 /// Appends JSON lines to `metrics.jsonl`, flushing each one so a crash loses nothing logged.
 pub struct MetricsLog {
     file: fs::File,

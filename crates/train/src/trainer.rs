@@ -2,11 +2,12 @@
 //! (checkpoint), epochs of steps, checkpoints, evaluation. It holds no method logic: the
 //! objective is one call.
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, PartialEpoch, TrainState};
 use crate::error::TrainError;
 use crate::evaluate::{OutputCache, evaluate_model, write_results};
 use crate::run::{self, DatasetEntry, Manifest, MetricsLog, NewRun};
 use crate::schedule::Schedule;
+use crate::stop::{StopRequest, signal_name};
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -40,6 +41,28 @@ pub struct TrainOptions {
     pub progress: bool,
     /// The command line, for the manifest.
     pub command: Vec<String>,
+    /// Set (by SIGINT/SIGTERM, see [`StopRequest::on_signals`]) to stop after the current step
+    /// with a checkpoint written.
+    pub stop: StopRequest,
+    /// `--set KEY=VALUE` for a resumed run: only the keys of [`SAFE_ON_RESUME`].
+    pub set: Vec<String>,
+}
+
+/// Config keys a resumed run may change (`train --resume DIR --set KEY=VALUE`): how long it
+/// runs, how often it logs and checkpoints, and how it is evaluated afterwards. Anything else
+/// would make the checkpoint's weights belong to another experiment. Note that with a cosine
+/// schedule the remaining steps follow the new length.
+pub const SAFE_ON_RESUME: &[&str] = &[
+    "train.epochs",
+    "train.log_every",
+    "train.checkpoint_every",
+    "eval",
+];
+
+fn safe_on_resume(key: &str) -> bool {
+    SAFE_ON_RESUME
+        .iter()
+        .any(|safe| key == *safe || key.starts_with(&format!("{safe}.")))
 }
 
 #[derive(Debug)]
@@ -51,6 +74,31 @@ pub struct TrainOutcome {
     pub results: Option<Results>,
     /// Feature-bag runs: the selected epoch's slide-classification metrics.
     pub mil_results: Option<crate::mil::MilResults>,
+    /// The run stopped on this signal (SIGINT/SIGTERM), with a checkpoint at the step it was
+    /// on.
+    pub stopped: Option<Stopped>,
+}
+
+/// Where a run stopped on request.
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    pub signal: i32,
+    pub epoch: usize,
+    pub step: usize,
+    pub checkpoint: PathBuf,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped by {} at epoch {}, step {}; checkpoint {}",
+            signal_name(self.signal),
+            self.epoch,
+            self.step,
+            self.checkpoint.display()
+        )
+    }
 }
 
 /// Start a new run.
@@ -68,15 +116,123 @@ pub fn train(resolved: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainOutc
     execute(resolved, &dir, None, opts)
 }
 
-/// Continue the run in `dir` from its last checkpoint.
+/// Continue the run in `dir` from its last checkpoint, under the config that checkpoint was
+/// written with, changed only by `opts.set` (keys of [`SAFE_ON_RESUME`]).
 pub fn resume(dir: &Path, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
-    let resolved = read_resolved(dir)?;
-    let ckpt =
-        checkpoint::latest(&dir.join(run::CHECKPOINTS))?.ok_or_else(|| TrainError::Resume {
-            path: dir.to_path_buf(),
-            message: "no checkpoint to resume from (none was written yet)".into(),
-        })?;
-    execute(&resolved, dir, Some(ckpt), opts)
+    let on_disk = read_resolved(dir)?;
+    let Some(ckpt) = checkpoint::latest(&dir.join(run::CHECKPOINTS))? else {
+        // Killed before its first checkpoint: nothing to continue, so the run starts over
+        // (its folder and config are there; what it logged is dropped).
+        if !opts.set.is_empty() {
+            return Err(TrainError::Options(format!(
+                "--set on --resume: {} has no checkpoint yet, so there is no run to change; start it again with `train --config`",
+                dir.display()
+            )));
+        }
+        info!(run = %dir.display(), "no checkpoint yet: training from the beginning");
+        run::trim_metrics(dir, 0)?;
+        return execute(&on_disk, dir, None, opts);
+    };
+    let state = checkpoint::load_state(&ckpt)?;
+    let resolved = resume_config(dir, &ckpt, &state, on_disk, &opts.set)?;
+    execute(&resolved, dir, Some((ckpt, state)), opts)
+}
+
+/// The config a resume continues with: the checkpoint's own (its `config.toml`; older
+/// checkpoints: `resolved.toml` with the same hash), plus the `--set` overrides, which may touch
+/// only [`SAFE_ON_RESUME`]. `resolved.toml` must be what that gives: an edited one is refused
+/// with the keys that differ.
+fn resume_config(
+    dir: &Path,
+    ckpt: &Path,
+    state: &TrainState,
+    on_disk: ResolvedConfig,
+    set: &[String],
+) -> Result<ResolvedConfig, TrainError> {
+    let resolved_path = dir.join(run::RESOLVED);
+    let ckpt_config = ckpt.join(checkpoint::CONFIG);
+    let base = if ckpt_config.is_file() {
+        let base = config::load(&ckpt_config, &[])?;
+        if base.hash != state.config_hash {
+            return Err(TrainError::Resume {
+                path: ckpt_config,
+                message: "does not hash to the config hash in state.json".into(),
+            });
+        }
+        base
+    } else if on_disk.hash == state.config_hash {
+        on_disk.clone()
+    } else {
+        return Err(TrainError::Resume {
+            path: ckpt.to_path_buf(),
+            message: format!(
+                "checkpoint was written for config {} but {} now hashes to {}; the config was edited after the run started",
+                &state.config_hash[..8],
+                run::RESOLVED,
+                on_disk.hash8()
+            ),
+        });
+    };
+    let wanted = if set.is_empty() {
+        base.clone()
+    } else {
+        let source = if ckpt_config.is_file() {
+            ckpt_config.clone()
+        } else {
+            resolved_path.clone()
+        };
+        let wanted = config::load(&source, set)?;
+        let changed = config::differing_keys(&base.text, &wanted.text).expect("resolved TOML");
+        let refused: Vec<&String> = changed.iter().filter(|k| !safe_on_resume(k)).collect();
+        if !refused.is_empty() {
+            return Err(TrainError::Options(format!(
+                "--set on --resume may change only {}; these keys would change the experiment itself: {}\n  hint: start a new run with `train --config` for that",
+                SAFE_ON_RESUME.join(", "),
+                refused
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let in_progress = state.epoch + usize::from(state.partial.is_some());
+        if wanted.config.train.epochs < in_progress {
+            return Err(TrainError::Options(format!(
+                "--set train.epochs={}: the checkpoint has {} epoch(s) trained already",
+                wanted.config.train.epochs, in_progress
+            )));
+        }
+        if !changed.is_empty() {
+            info!(keys = %changed.join(", "), "config changed on resume");
+        }
+        wanted
+    };
+    // resolved.toml is the checkpoint's config, or already the overridden one (a resume with
+    // the same --set that stopped before its first checkpoint); anything else was edited.
+    if on_disk.hash != base.hash && on_disk.hash != wanted.hash {
+        let keys = config::differing_keys(&base.text, &on_disk.text).expect("resolved TOML");
+        let all_safe = keys.iter().all(|k| safe_on_resume(k));
+        let hint = if all_safe {
+            format!(
+                "\n  hint: these keys may change on resume when asked for explicitly: `train --resume {} --set KEY=VALUE` for each",
+                dir.display()
+            )
+        } else {
+            "\n  hint: a run continues only the experiment it started; start a new run with `train --config` to change the others".into()
+        };
+        return Err(TrainError::Resume {
+            path: resolved_path,
+            message: format!(
+                "was edited after the run started: it differs from the config of checkpoint {} in: {}{hint}",
+                ckpt.display(),
+                keys.join(", ")
+            ),
+        });
+    }
+    if on_disk.hash != wanted.hash {
+        checkpoint::write_atomic(&resolved_path, wanted.text.as_bytes())?;
+    }
+    Ok(wanted)
 }
 
 /// The resolved config saved in a run folder.
@@ -91,26 +247,6 @@ pub fn read_resolved(dir: &Path) -> Result<ResolvedConfig, TrainError> {
         message: e.to_string(),
     })?;
     Ok(config::resolve(cfg, &path)?)
-}
-
-/// A checkpoint continues only the config it was written for.
-pub(crate) fn check_config_hash(
-    state: &TrainState,
-    resolved: &ResolvedConfig,
-    ckpt: &Path,
-) -> Result<(), TrainError> {
-    if state.config_hash == resolved.hash {
-        return Ok(());
-    }
-    Err(TrainError::Resume {
-        path: ckpt.to_path_buf(),
-        message: format!(
-            "checkpoint was written for config {} but {} now hashes to {}; the config was edited after the run started",
-            &state.config_hash[..8],
-            run::RESOLVED,
-            resolved.hash8()
-        ),
-    })
 }
 
 fn refuse_existing_run(dir: &Path) -> Result<(), TrainError> {
@@ -192,7 +328,7 @@ fn dataset_entries(data: &Datasets) -> Vec<DatasetEntry> {
 fn execute(
     resolved: &ResolvedConfig,
     dir: &Path,
-    resume_from: Option<PathBuf>,
+    resume_from: Option<(PathBuf, TrainState)>,
     opts: &TrainOptions,
 ) -> Result<TrainOutcome, TrainError> {
     let cfg = &resolved.config;
@@ -225,11 +361,10 @@ fn execute(
     );
 
     let (mut epoch, mut step) = (0usize, 0usize);
+    let mut partial: Option<PartialEpoch> = None;
     // A resumed run keeps the normalisation in its checkpoint; measuring it again (up to
     // 10,000 decoded images for custom data) would be wasted start-up time.
-    let norm = if let Some(ckpt) = &resume_from {
-        let state = checkpoint::load_state(ckpt)?;
-        check_config_hash(&state, resolved, ckpt)?;
+    let norm = if let Some((ckpt, state)) = &resume_from {
         model = checkpoint::load_model(ckpt, model)?;
         optim = checkpoint::load_optim(ckpt, optim)?;
         objective
@@ -238,7 +373,8 @@ fn execute(
                 path: ckpt.join(checkpoint::OBJECTIVE),
                 message: e.to_string(),
             })?;
-        (epoch, step) = (state.epoch, state.step);
+        (epoch, step, partial) = (state.epoch, state.step, state.partial);
+        run::trim_metrics(dir, step)?;
         info!(checkpoint = %ckpt.display(), epoch, step, "resumed");
         state.normalizer
     } else {
@@ -265,9 +401,17 @@ fn execute(
     info!(epochs, steps_per_epoch = per_epoch, params = manifest.parameters, run = %dir.display(), "training");
 
     while epoch < last_epoch {
+        // A run resumed inside this epoch skips the batches it trained and carries on the sums.
+        let resumed = partial.take();
+        let skip = resumed.map_or(0, |p| p.batches);
         let bar = progress_bar(opts.progress, per_epoch, epoch, epochs);
+        if let Some(bar) = &bar {
+            bar.set_position(skip as u64);
+        }
         let epoch_start = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let earlier_seconds = resumed.map_or(0.0, |p| p.seconds);
+        let (mut loss_sum, mut correct, mut seen) =
+            resumed.map_or((0.0, 0, 0), |p| (p.loss_sum, p.correct, p.seen));
         let batches = train_epoch(
             &cfg.data,
             cfg.seed,
@@ -275,8 +419,10 @@ fn execute(
             data.outliers.as_ref(),
             norm,
             epoch,
+            skip,
         )?;
-        for batch in batches {
+        let mut stopped = None;
+        for (k, batch) in (skip..).zip(batches) {
             let lr = schedule.lr(step);
             let TrainBatch {
                 id: batch,
@@ -291,6 +437,14 @@ fn execute(
             let outliers = outliers
                 .map(|o| Tensor::<4>::from_data(TensorData::new(o.images, o.shape), &device));
 
+            // The device RNG (dropout masks) is keyed by the step, like every other draw, so a
+            // run resumed at any step trains exactly as an uninterrupted one.
+            device.seed(derived_seed(
+                cfg.seed,
+                Purpose::Dropout,
+                epoch as u64,
+                step as u64,
+            ));
             // The objective runs the forward pass(es) and draws from this step's own stream.
             let out = objective.step(
                 &model,
@@ -320,12 +474,13 @@ fn execute(
             let batch_hits = scalar(hits.float()) as usize;
             correct += batch_hits;
             seen += n;
+            images_seen += n;
             step += 1;
             if step % cfg.train.log_every == 0 {
                 let mut line = json!({
                     "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss_value,
                     "accuracy": batch_hits as f64 / n as f64,
-                    "images_per_s": seen as f64 / epoch_start.elapsed().as_secs_f64(),
+                    "images_per_s": seen as f64 / (earlier_seconds + epoch_start.elapsed().as_secs_f64()),
                 });
                 for (name, term) in &loss.terms {
                     line[*name] = json!(scalar(term.clone()));
@@ -336,13 +491,53 @@ fn execute(
                 bar.set_message(format!("loss {loss_value:.4} lr {lr:.4}"));
                 bar.inc(1);
             }
+            // A stop request inside the epoch: checkpoint this step and return. On the last
+            // batch the epoch's own checkpoint below serves.
+            if let Some(signal) = opts.stop.requested()
+                && k + 1 < per_epoch
+            {
+                let at = PartialEpoch {
+                    batches: k + 1,
+                    loss_sum,
+                    correct,
+                    seen,
+                    seconds: earlier_seconds + epoch_start.elapsed().as_secs_f64(),
+                };
+                let checkpoint = save_checkpoint(
+                    &ckpt_dir,
+                    resolved,
+                    norm,
+                    (epoch, step, Some(at)),
+                    &model,
+                    &optim,
+                    objective.state().as_ref(),
+                )?;
+                stopped = Some(Stopped {
+                    signal,
+                    epoch: epoch + 1,
+                    step,
+                    checkpoint,
+                });
+                break;
+            }
         }
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
+        if let Some(stopped) = stopped {
+            manifest.steps_completed = step;
+            manifest.end_session(dir, images_seen, started.elapsed().as_secs_f64(), false)?;
+            info!("{stopped}");
+            return Ok(TrainOutcome {
+                run_dir: dir.to_path_buf(),
+                finished: false,
+                results: None,
+                mil_results: None,
+                stopped: Some(stopped),
+            });
+        }
         epoch += 1;
-        images_seen += seen;
-        let secs = epoch_start.elapsed().as_secs_f64();
+        let secs = earlier_seconds + epoch_start.elapsed().as_secs_f64();
         let (mean_loss, acc, ips) = (
             loss_sum / seen as f64,
             correct as f64 / seen as f64,
@@ -357,28 +552,43 @@ fn execute(
             100.0 * acc
         );
 
-        if epoch % cfg.train.checkpoint_every == 0 || epoch == last_epoch {
-            let state = TrainState {
-                format: checkpoint::FORMAT,
-                epoch,
-                step,
-                seed: cfg.seed,
-                config_hash: resolved.hash.clone(),
-                normalizer: norm,
-                // Filled by `checkpoint::save` from the bytes it writes.
-                sha256: Default::default(),
-            };
-            let path = checkpoint::save(
+        let stop = opts.stop.requested();
+        if epoch % cfg.train.checkpoint_every == 0 || epoch == last_epoch || stop.is_some() {
+            let path = save_checkpoint(
                 &ckpt_dir,
+                resolved,
+                norm,
+                (epoch, step, None),
                 &model,
                 &optim,
-                &state,
                 objective.state().as_ref(),
             )?;
             manifest.epochs_completed = epoch;
             manifest.steps_completed = step;
             manifest.write(dir)?;
             info!(checkpoint = %path.display(), "checkpoint written");
+            if let Some(signal) = stop {
+                let stopped = Stopped {
+                    signal,
+                    epoch,
+                    step,
+                    checkpoint: path,
+                };
+                manifest.end_session(
+                    dir,
+                    images_seen,
+                    started.elapsed().as_secs_f64(),
+                    epoch >= epochs,
+                )?;
+                info!("{stopped}");
+                return Ok(TrainOutcome {
+                    run_dir: dir.to_path_buf(),
+                    finished: epoch >= epochs,
+                    results: None,
+                    mil_results: None,
+                    stopped: Some(stopped),
+                });
+            }
         }
     }
 
@@ -405,7 +615,39 @@ fn execute(
         finished,
         results,
         mil_results: None,
+        stopped: None,
     })
+}
+
+/// Write the checkpoint of position `(epochs done, steps done, inside-epoch state)`.
+pub(crate) fn save_checkpoint<M: Module>(
+    ckpt_dir: &Path,
+    resolved: &ResolvedConfig,
+    normalizer: oodforge_data::Normalizer,
+    (epoch, step, partial): (usize, usize, Option<PartialEpoch>),
+    model: &M,
+    optim: &ModuleOptimizer,
+    objective: Option<&oodforge_losses::ObjectiveState>,
+) -> Result<PathBuf, TrainError> {
+    let state = TrainState {
+        format: checkpoint::FORMAT,
+        epoch,
+        step,
+        seed: resolved.config.seed,
+        config_hash: resolved.hash.clone(),
+        normalizer,
+        // Filled by `checkpoint::save` from the bytes it writes.
+        sha256: Default::default(),
+        partial,
+    };
+    Ok(checkpoint::save(
+        ckpt_dir,
+        model,
+        optim,
+        &state,
+        objective,
+        &resolved.text,
+    )?)
 }
 
 pub(crate) fn scalar(t: Tensor<1>) -> f32 {

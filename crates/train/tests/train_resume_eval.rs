@@ -317,3 +317,164 @@ fn damaged_checkpoints_are_reported_and_the_previous_one_used() {
     let e = resume(&run, &opts(&run)).unwrap_err().to_string();
     assert!(e.contains("state.json"), "{e}");
 }
+
+/// metrics.jsonl without its wall-clock fields.
+fn metrics_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("images_per_s");
+            o.remove("seconds");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_stop_request_checkpoints_the_current_step_and_resuming_is_exact() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(2);
+    let straight = dir.path().join("straight");
+    train(&cfg, &opts(&straight)).unwrap();
+
+    // A stop already requested: each session trains one step, checkpoints it, and returns.
+    let split = dir.path().join("split");
+    let stop = oodforge_train::StopRequest::new();
+    stop.request(15);
+    let stopping = TrainOptions {
+        stop: stop.clone(),
+        ..opts(&split)
+    };
+    let first = train(&cfg, &stopping).unwrap();
+    let stopped = first.stopped.expect("stopped");
+    assert!(!first.finished && first.results.is_none());
+    assert_eq!((stopped.signal, stopped.epoch, stopped.step), (15, 1, 1));
+    assert!(stopped.checkpoint.ends_with("epoch-0000-step-00000001"));
+    let state = checkpoint::load_state(&stopped.checkpoint).unwrap();
+    let partial = state.partial.expect("a mid-epoch state");
+    assert_eq!(
+        (state.epoch, state.step, partial.batches, partial.seen),
+        (0, 1, 1, 16)
+    );
+
+    let second = resume(&split, &stopping).unwrap();
+    assert_eq!(second.stopped.unwrap().step, 2);
+    // The newer mid-epoch checkpoint supersedes the older one.
+    let names: Vec<String> = std::fs::read_dir(split.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["epoch-0000-step-00000002"]);
+
+    let last = resume(&split, &opts(&split)).unwrap();
+    assert!(last.finished && last.stopped.is_none() && last.results.is_some());
+    let (a, b) = (final_weights(&straight, &cfg), final_weights(&split, &cfg));
+    let differ = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert_eq!(
+        differ,
+        0,
+        "resumed mid-epoch: {differ} of {} weights diverged",
+        a.len()
+    );
+    // The log is the uninterrupted run's, epoch means included (4 steps an epoch).
+    assert_eq!(metrics_lines(&straight), metrics_lines(&split));
+    assert_eq!(
+        std::fs::read_to_string(straight.join("results.json")).unwrap(),
+        std::fs::read_to_string(split.join("results.json")).unwrap()
+    );
+    let mut names: Vec<String> = std::fs::read_dir(split.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["epoch-0001", "epoch-0002"]);
+}
+
+#[test]
+fn resume_changes_only_safe_keys_and_names_the_keys_of_an_edited_config() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(3);
+    let run = dir.path().join("run");
+    let first = train(
+        &cfg,
+        &TrainOptions {
+            stop_after: Some(2),
+            ..opts(&run)
+        },
+    )
+    .unwrap();
+    assert!(!first.finished);
+    let with = |set: &[&str]| TrainOptions {
+        set: set.iter().map(|s| s.to_string()).collect(),
+        ..opts(&run)
+    };
+
+    // A key that changes the experiment: refused, nothing written.
+    let before = std::fs::read_to_string(run.join("resolved.toml")).unwrap();
+    let e = resume(&run, &with(&["optim.lr=0.5", "train.epochs=3"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("optim.lr")
+            && !e.contains("would change the experiment itself: optim.lr, train.epochs"),
+        "{e}"
+    );
+    assert!(e.contains("train.epochs, train.log_every"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("resolved.toml")).unwrap(),
+        before
+    );
+    // Fewer epochs than already trained: refused.
+    let e = resume(&run, &with(&["train.epochs=1"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--set train.epochs=1") && e.contains("2 epoch"),
+        "{e}"
+    );
+
+    // resolved.toml edited by hand: refused, with the keys.
+    let edited = before.replace("log_every = 2", "log_every = 3");
+    assert_ne!(edited, before);
+    std::fs::write(run.join("resolved.toml"), &edited).unwrap();
+    let e = resume(&run, &opts(&run)).unwrap_err().to_string();
+    assert!(
+        e.contains("resolved.toml") && e.contains("in: train.log_every"),
+        "{e}"
+    );
+    assert!(e.contains("--set KEY=VALUE"), "{e}");
+    let edited = before.replace("seed = 5", "seed = 6");
+    std::fs::write(run.join("resolved.toml"), &edited).unwrap();
+    let e = resume(&run, &opts(&run)).unwrap_err().to_string();
+    assert!(
+        e.contains("in: seed") && e.contains("start a new run"),
+        "{e}"
+    );
+    std::fs::write(run.join("resolved.toml"), &before).unwrap();
+
+    // Safe keys: the run goes on to 4 epochs, and the folder records the new config.
+    let out = resume(&run, &with(&["train.epochs=4", "train.log_every=1"])).unwrap();
+    assert!(out.finished);
+    let state = checkpoint::load_state(
+        &checkpoint::latest(&run.join("checkpoints"))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state.epoch, 4);
+    let now = std::fs::read_to_string(run.join("resolved.toml")).unwrap();
+    assert!(
+        now.contains("epochs = 4") && now.contains("log_every = 1"),
+        "{now}"
+    );
+    let steps = metrics_lines(&run)
+        .iter()
+        .filter(|l| l["kind"] == "step" && l["epoch"] == 4)
+        .count();
+    assert_eq!(steps, 4, "epoch 4 logs every step");
+}

@@ -4,7 +4,7 @@
 use clap::Parser;
 use oodforge_cli::{init_logging, parse_backend, report};
 use oodforge_core::config::{self, BackendChoice};
-use oodforge_train::{TrainOptions, resume, train};
+use oodforge_train::{StopRequest, TrainOptions, resume, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +24,8 @@ struct Args {
     )]
     config: Option<PathBuf>,
     /// Override a config key, e.g. `--set optim.lr=0.05` (value parsed as TOML). Repeatable.
+    /// With `--resume`, only the keys that are safe to change mid-run: train.epochs,
+    /// train.log_every, train.checkpoint_every and eval.*.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Compute backend: auto, wgpu, flex, ndarray, cuda (overrides the config's `backend`).
@@ -52,6 +54,11 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
+    // SIGINT / SIGTERM: finish the current step, write a checkpoint there, exit 128 + signal.
+    let stop = StopRequest::new();
+    if let Err(e) = stop.on_signals() {
+        eprintln!("warning: cannot handle SIGINT/SIGTERM ({e}); a kill loses the current epoch");
+    }
     let opts = TrainOptions {
         backend: args.backend,
         out: args.out.clone(),
@@ -59,6 +66,12 @@ fn main() -> ExitCode {
         stop_after: args.stop_after,
         progress: !args.no_progress,
         command: std::env::args().collect(),
+        stop,
+        set: if args.resume.is_some() {
+            args.set.clone()
+        } else {
+            Vec::new()
+        },
     };
     let outcome = match (&args.resume, &args.config) {
         (Some(dir), _) => resume(dir, &opts),
@@ -82,6 +95,15 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(outcome) => {
+            if let Some(stopped) = &outcome.stopped {
+                eprintln!(
+                    "{stopped}\ncontinue with: train --resume {}",
+                    outcome.run_dir.display()
+                );
+                // As a shell reports a process ended by the signal, so scripts and schedulers
+                // see that the run did not finish.
+                return ExitCode::from((128 + stopped.signal).clamp(1, 255) as u8);
+            }
             if let Some(results) = &outcome.results {
                 let title = outcome.run_dir.display().to_string();
                 println!("{}", results.to_markdown(&title));

@@ -171,6 +171,33 @@ fn finish(
     })
 }
 
+/// Dotted paths of the keys whose values differ between two TOML documents (changed, added or
+/// removed), sorted. An array is compared whole and reported under its own key.
+pub fn differing_keys(a: &str, b: &str) -> Result<Vec<String>, toml::de::Error> {
+    fn walk(prefix: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
+        match (a, b) {
+            (Some(Value::Table(x)), Some(Value::Table(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, x.get(k), y.get(k), out);
+                }
+            }
+            (x, y) if x != y => out.push(prefix.to_owned()),
+            _ => {}
+        }
+    }
+    let a = Value::Table(toml::from_str::<Table>(a)?);
+    let b = Value::Table(toml::from_str::<Table>(b)?);
+    let mut out = Vec::new();
+    walk("", Some(&a), Some(&b), &mut out);
+    Ok(out)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
