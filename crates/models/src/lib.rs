@@ -345,7 +345,13 @@ pub(crate) trait ZeroBias {
 impl ZeroBias for Linear {
     fn zero_bias(mut self) -> Self {
         if let Some(b) = self.bias.take() {
-            self.bias = Some(b.map(|t| t.zeros_like()));
+            // `zeros_like` is a new, untracked tensor, and `Param::map` takes the parameter's
+            // trainability from the value it is given: without carrying it over, the bias was
+            // frozen at 0 in fresh runs (and trainable again after a checkpoint load).
+            self.bias = Some(b.map(|t| {
+                let tracked = t.is_require_grad();
+                t.zeros_like().set_require_grad(tracked)
+            }));
         }
         self
     }

@@ -139,15 +139,24 @@ impl ModuleVisitor for GradCheck<'_> {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if param.is_require_grad() {
-            self.total += 1;
-            let ok = param.val().grad(self.grads).is_some_and(|g| {
-                let sum: f32 = g.abs().sum().into_scalar::<f32>();
-                sum.is_finite() && sum > 0.0
-            });
-            if !ok {
-                self.missing.push(self.path.join("."));
-            }
+        // BatchNorm's running statistics are buffers (PyTorch's `register_buffer`), not trained.
+        if self.path.last().is_some_and(|n| n.starts_with("running_")) {
+            return;
+        }
+        self.total += 1;
+        // Every other parameter of our networks trains (the official code freezes none): one
+        // that does not require a gradient is a bug, as the zeroed head bias once was.
+        if !param.is_require_grad() {
+            self.missing
+                .push(format!("{} (frozen)", self.path.join(".")));
+            return;
+        }
+        let ok = param.val().grad(self.grads).is_some_and(|g| {
+            let sum: f32 = g.abs().sum().into_scalar::<f32>();
+            sum.is_finite() && sum > 0.0
+        });
+        if !ok {
+            self.missing.push(self.path.join("."));
         }
     }
 }
