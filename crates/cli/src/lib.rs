@@ -19,12 +19,23 @@ pub fn init_logging() {
 }
 
 /// Print an error and its causes on stderr, without a backtrace, and return exit code 2.
-pub fn report(err: &dyn std::error::Error) -> ExitCode {
+pub fn report(err: &(dyn std::error::Error + 'static)) -> ExitCode {
     eprintln!("error: {err}");
+    let full = |e: &(dyn std::error::Error + 'static)| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
+    };
+    let mut disk_full = full(err);
     let mut source = err.source();
     while let Some(cause) = source {
         eprintln!("  caused by: {cause}");
+        disk_full |= full(cause);
         source = cause.source();
+    }
+    if disk_full {
+        eprintln!(
+            "  hint: the disk is full. Files are written to a temporary name and renamed, so what was written before is intact: free space, then run the command again (`train --resume RUN_DIR` continues a run from its last checkpoint)"
+        );
     }
     ExitCode::from(2)
 }

@@ -558,3 +558,186 @@ fn sigterm_stops_after_the_step_with_a_checkpoint_and_resume_finishes_the_run() 
     };
     assert_eq!(lines("straight"), lines("split"));
 }
+
+/// SIGKILL gives no warning. Killed at several points (right after start, mid-epoch, while a
+/// checkpoint or the evaluation is being written), `train --resume` until it finishes must end
+/// with the results and the log of a run that was never killed.
+#[test]
+fn sigkill_at_many_points_then_resume_until_done_matches_an_uninterrupted_run() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tiny.toml"), TINY).unwrap();
+    let config = [
+        "--config",
+        "tiny.toml",
+        "--set",
+        "train.epochs=5",
+        "--set",
+        "data.source.train_per_class=40",
+        "--set",
+        "train.log_every=1",
+        "--no-progress",
+        "--out",
+    ];
+    let straight: Vec<&str> = config.iter().copied().chain(["straight"]).collect();
+    let o = run(env!("CARGO_BIN_EXE_train"), &straight, dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let metrics = dir.path().join("split/metrics.jsonl");
+    let steps_logged = || {
+        std::fs::read_to_string(&metrics)
+            .map(|t| t.matches("\"kind\":\"step\"").count())
+            .unwrap_or(0)
+    };
+    // A fixed pseudo-random sequence of kill points: how many more steps to let through, then
+    // how many milliseconds more (landing inside a step, a checkpoint write or the evaluation).
+    let mut lcg = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        lcg = lcg
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (lcg >> 33) % n
+    };
+    let (mut kills, mut finished) = (0, false);
+    for round in 0..10 {
+        let args: Vec<&str> = if round == 0 {
+            config.iter().copied().chain(["split"]).collect()
+        } else {
+            vec!["--resume", "split", "--no-progress"]
+        };
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_train"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Round 0 dies before its first checkpoint; later rounds a few steps in.
+        let (more, ms) = if round == 0 {
+            (0, 0)
+        } else {
+            (next(8) as usize, next(40))
+        };
+        let target = steps_logged() + more;
+        let start = Instant::now();
+        while round == 0 && !dir.path().join("split/resolved.toml").exists() {
+            assert!(start.elapsed() < Duration::from_secs(120), "never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        while steps_logged() < target && child.try_wait().unwrap().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(120), "stuck");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(ms));
+        let killed = child.try_wait().unwrap().is_none();
+        if killed {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        let status = child.wait().unwrap();
+        let ckpts: Vec<String> = std::fs::read_dir(dir.path().join("split/checkpoints"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "round {round}: +{more} steps +{ms} ms, killed {killed}, {} steps logged, checkpoints {ckpts:?}",
+            steps_logged()
+        );
+        if status.success() {
+            finished = true;
+            break;
+        }
+    }
+    if !finished {
+        let o = run(
+            env!("CARGO_BIN_EXE_train"),
+            &["--resume", "split", "--no-progress"],
+            dir.path(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(kills >= 3, "only {kills} kills landed");
+
+    let read = |run: &str, f: &str| std::fs::read_to_string(dir.path().join(run).join(f)).unwrap();
+    assert_eq!(
+        read("straight", "results.json"),
+        read("split", "results.json")
+    );
+    let lines = |run: &str| -> Vec<serde_json::Value> {
+        read(run, "metrics.jsonl")
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let o = v.as_object_mut().unwrap();
+                o.remove("images_per_s");
+                o.remove("seconds");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(lines("straight"), lines("split"));
+}
+
+/// A full disk: `train` writing into a 512 KiB tmpfs (in a private mount namespace, so no root
+/// is needed) stops with an error that names the file it could not write, says the disk is
+/// full, and leaves every checkpoint written before intact: the run resumes elsewhere.
+#[test]
+fn a_full_disk_is_an_error_naming_the_path_and_the_run_resumes_from_what_was_written() {
+    let namespaces = std::process::Command::new("unshare")
+        .args(["-rm", "true"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !namespaces.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "skipped: `unshare -rm` (a private mount namespace for a small tmpfs) is not permitted here"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tiny.toml"), TINY).unwrap();
+    std::fs::create_dir(dir.path().join("disk")).unwrap();
+    // The tmpfs disappears with the namespace: the run folder is copied out for inspection.
+    let script = format!(
+        "mount -t tmpfs -o size=512k tmpfs disk || exit 99; \
+         '{}' --config tiny.toml --set train.epochs=8 --no-progress --out disk/run; \
+         code=$?; cp -r disk/run saved; exit $code",
+        env!("CARGO_BIN_EXE_train")
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(99), "mount failed: {err}");
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("disk/run/"), "the error names the path: {err}");
+    assert!(err.contains("hint: the disk is full"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let saved = dir.path().join("saved");
+    let ckpts: Vec<String> = std::fs::read_dir(saved.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        ckpts.iter().any(|c| c.starts_with("epoch-")),
+        "no checkpoint fitted: {ckpts:?}"
+    );
+    assert!(
+        !ckpts.iter().any(|c| c.ends_with(".tmp")),
+        "a half-written checkpoint was left behind: {ckpts:?}"
+    );
+    // On a disk with room, the run continues from its last complete checkpoint and finishes.
+    let o = run(
+        env!("CARGO_BIN_EXE_train"),
+        &["--resume", "saved", "--no-progress"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(saved.join("results.json").is_file());
+}

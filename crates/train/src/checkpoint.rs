@@ -163,7 +163,25 @@ pub fn save<M: Module>(
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     fs::create_dir(&tmp).map_err(io(&tmp))?;
+    let written = write_files(&tmp, model, optim, state, objective, config);
+    if written.is_err() {
+        // A full disk: give back the space of the half-written folder (best effort; `save`
+        // also clears a leftover one next time).
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    written?;
+    put_in_place(dir, &tmp, &name)
+}
 
+/// Write every file of a checkpoint into the temporary folder `tmp`, `state.json` last.
+fn write_files<M: Module>(
+    tmp: &Path,
+    model: &M,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+    objective: Option<&ObjectiveState>,
+    config: &str,
+) -> Result<(), CheckpointError> {
     let record = |path: &Path, e: burn::store::RecordError| CheckpointError::Record {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -196,14 +214,18 @@ pub fn save<M: Module>(
         ..state.clone()
     };
     let json = serde_json::to_vec_pretty(&state).expect("TrainState serializes");
-    write_synced(&tmp.join("state.json"), &json)?;
+    write_synced(&tmp.join("state.json"), &json)
+}
 
-    let target = dir.join(&name);
+/// Rename the written folder `tmp` to `dir/name` (replacing one of that name), make the rename
+/// durable, and remove the mid-epoch checkpoints it supersedes.
+fn put_in_place(dir: &Path, tmp: &Path, name: &str) -> Result<PathBuf, CheckpointError> {
+    let target = dir.join(name);
     let old = dir.join(format!(".{name}.old"));
     if target.exists() {
         fs::rename(&target, &old).map_err(io(&target))?;
     }
-    fs::rename(&tmp, &target).map_err(io(&target))?;
+    fs::rename(tmp, &target).map_err(io(&target))?;
     if old.exists() {
         fs::remove_dir_all(&old).map_err(io(&old))?;
     }
@@ -211,7 +233,7 @@ pub fn save<M: Module>(
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    let position = parse_name(&name).expect("a checkpoint name");
+    let position = parse_name(name).expect("a checkpoint name");
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
         let older_partial = path

@@ -119,6 +119,16 @@ pub fn train(resolved: &ResolvedConfig, opts: &TrainOptions) -> Result<TrainOutc
 /// Continue the run in `dir` from its last checkpoint, under the config that checkpoint was
 /// written with, changed only by `opts.set` (keys of [`SAFE_ON_RESUME`]).
 pub fn resume(dir: &Path, opts: &TrainOptions) -> Result<TrainOutcome, TrainError> {
+    if !dir.join(run::RESOLVED).is_file() {
+        return Err(TrainError::Resume {
+            path: dir.to_path_buf(),
+            message: format!(
+                "not a run folder (it has no {}): nothing to resume; a run killed before it wrote one starts again with `train --config FILE --out {}`",
+                run::RESOLVED,
+                dir.display()
+            ),
+        });
+    }
     let on_disk = read_resolved(dir)?;
     let Some(ckpt) = checkpoint::latest(&dir.join(run::CHECKPOINTS))? else {
         // Killed before its first checkpoint: nothing to continue, so the run starts over
