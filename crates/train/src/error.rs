@@ -35,13 +35,20 @@ pub enum TrainError {
     RunExists { path: PathBuf, what: String },
     #[error("{path}: {message}")]
     Resume { path: PathBuf, message: String },
+    /// A NaN or infinite loss or gradient norm: the step, the loss pieces and the checkpoint
+    /// to go back to.
     #[error(
-        "the loss became {value} at epoch {epoch}, step {step}; training stopped (the last good checkpoint is kept)\n  hint: lower optim.lr or check the data"
+        "the {what} became {value} at epoch {epoch}, step {step} (loss pieces: {pieces}); training stopped. {checkpoint}\n  hint: lower optim.lr or check the data"
     )]
-    NonFiniteLoss {
+    NonFinite {
+        /// "loss" or "gradient norm".
+        what: &'static str,
+        value: f32,
         epoch: usize,
         step: usize,
-        value: f32,
+        pieces: String,
+        /// Which checkpoint is the last good one, and how to continue from it.
+        checkpoint: String,
     },
     #[error(
         "{path}: `eval --config` evaluates the weights named by `model.weights`, and this config has none\n  hint: add `weights = {{ path = \"model.ckpt\" }}` to [model], or `--set model.weights.path=FILE`"

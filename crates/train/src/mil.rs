@@ -21,7 +21,8 @@ use crate::error::TrainError;
 use crate::run::{self, DatasetEntry, Manifest, MetricsLog, NewRun};
 use crate::schedule::Schedule;
 use crate::trainer::{
-    Stopped, TrainOptions, TrainOutcome, optimizer, progress_bar, save_checkpoint, scalar,
+    Stopped, TrainOptions, TrainOutcome, grad_norm, non_finite, optimizer, progress_bar,
+    save_checkpoint, scalar,
 };
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -136,6 +137,8 @@ pub(crate) fn execute(
 
     let (mut epoch, mut step) = (0usize, 0usize);
     let mut partial: Option<PartialEpoch> = None;
+    // The checkpoint a NaN would send the user back to.
+    let mut last_checkpoint = resume_from.as_ref().map(|(ckpt, _)| ckpt.clone());
     let mut history: Vec<EpochMetrics> = Vec::new();
     if let Some((ckpt, state)) = &resume_from {
         model = checkpoint::load_model(ckpt, model)?;
@@ -203,16 +206,19 @@ pub(crate) fn execute(
                 None => (cross_entropy(out.logits, y), Vec::new()),
             };
             let grads = GradientsParams::from_grads(total.backward(), &model);
-            model = optim.step(lr, model, grads);
-
             let loss_value = scalar(total);
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    epoch,
-                    step,
-                    value: loss_value,
-                });
+            let norm_value = grad_norm(&model, &grads);
+            if !loss_value.is_finite() || !norm_value.is_finite() {
+                let pieces = terms.iter().map(|(name, t)| (*name, scalar(t.clone())));
+                return Err(non_finite(
+                    (loss_value, norm_value),
+                    (epoch, step),
+                    pieces.collect(),
+                    last_checkpoint.as_deref(),
+                    dir,
+                ));
             }
+            model = optim.step(lr, model, grads);
             loss_sum += f64::from(loss_value);
             let batch_hits = scalar(hit.int().sum().float()) as usize;
             correct += batch_hits;
@@ -221,7 +227,7 @@ pub(crate) fn execute(
             if step % cfg.train.log_every == 0 {
                 let mut line = json!({
                     "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss_value,
-                    "slide": bag.slide_id, "correct": batch_hits == 1,
+                    "grad_norm": norm_value, "slide": bag.slide_id, "correct": batch_hits == 1,
                 });
                 for (name, term) in terms {
                     line[name] = json!(scalar(term));
@@ -334,6 +340,7 @@ pub(crate) fn execute(
             manifest.steps_completed = step;
             manifest.write(dir)?;
             info!(checkpoint = %path.display(), "checkpoint written");
+            last_checkpoint = Some(path.clone());
             if let Some(signal) = stop {
                 let stopped = Stopped {
                     signal,

@@ -372,6 +372,8 @@ fn execute(
 
     let (mut epoch, mut step) = (0usize, 0usize);
     let mut partial: Option<PartialEpoch> = None;
+    // The checkpoint a NaN would send the user back to.
+    let mut last_checkpoint = resume_from.as_ref().map(|(ckpt, _)| ckpt.clone());
     // A resumed run keeps the normalisation in its checkpoint; measuring it again (up to
     // 10,000 decoded images for custom data) would be wasted start-up time.
     let norm = if let Some((ckpt, state)) = &resume_from {
@@ -470,16 +472,22 @@ fn execute(
             let loss = out.loss;
             let hits = out.logits.argmax(1).reshape([n]).equal(y).int().sum();
             let grads = GradientsParams::from_grads(loss.total.backward(), &model);
-            model = optim.step(lr, model, grads);
-
             let loss_value = scalar(loss.total.clone());
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFiniteLoss {
-                    epoch,
-                    step,
-                    value: loss_value,
-                });
+            let norm_value = grad_norm(&model, &grads);
+            if !loss_value.is_finite() || !norm_value.is_finite() {
+                let pieces = loss
+                    .terms
+                    .iter()
+                    .map(|(name, t)| (*name, scalar(t.clone())));
+                return Err(non_finite(
+                    (loss_value, norm_value),
+                    (epoch, step),
+                    pieces.collect(),
+                    last_checkpoint.as_deref(),
+                    dir,
+                ));
             }
+            model = optim.step(lr, model, grads);
             loss_sum += f64::from(loss_value) * n as f64;
             let batch_hits = scalar(hits.float()) as usize;
             correct += batch_hits;
@@ -489,7 +497,7 @@ fn execute(
             if step % cfg.train.log_every == 0 {
                 let mut line = json!({
                     "kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, "loss": loss_value,
-                    "accuracy": batch_hits as f64 / n as f64,
+                    "grad_norm": norm_value, "accuracy": batch_hits as f64 / n as f64,
                     "images_per_s": seen as f64 / (earlier_seconds + epoch_start.elapsed().as_secs_f64()),
                 });
                 for (name, term) in &loss.terms {
@@ -577,6 +585,7 @@ fn execute(
             manifest.steps_completed = step;
             manifest.write(dir)?;
             info!(checkpoint = %path.display(), "checkpoint written");
+            last_checkpoint = Some(path.clone());
             if let Some(signal) = stop {
                 let stopped = Stopped {
                     signal,
@@ -658,6 +667,66 @@ pub(crate) fn save_checkpoint<M: Module>(
         objective,
         &resolved.text,
     )?)
+}
+
+/// The global L2 norm of a step's gradients (one device sync).
+pub(crate) fn grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> f32 {
+    struct SumSquares<'a> {
+        grads: &'a GradientsParams,
+        sum: Option<Tensor<1>>,
+    }
+    impl burn::module::ModuleVisitor for SumSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                let s = g.square().sum();
+                self.sum = Some(match self.sum.take() {
+                    Some(acc) => acc + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    let mut v = SumSquares { grads, sum: None };
+    model.visit(&mut v);
+    v.sum.map_or(0.0, |s| scalar(s).sqrt())
+}
+
+/// The error for a NaN/Inf loss or gradient norm at (epoch index, step index).
+pub(crate) fn non_finite(
+    (loss, norm): (f32, f32),
+    (epoch, step): (usize, usize),
+    pieces: Vec<(&str, f32)>,
+    last_checkpoint: Option<&Path>,
+    dir: &Path,
+) -> TrainError {
+    let (what, value) = if loss.is_finite() {
+        ("gradient norm", norm)
+    } else {
+        ("loss", loss)
+    };
+    let mut listed: Vec<String> = vec![format!("total = {loss}")];
+    listed.extend(pieces.iter().map(|(name, v)| format!("{name} = {v}")));
+    TrainError::NonFinite {
+        what,
+        value,
+        epoch: epoch + 1,
+        step: step + 1,
+        pieces: listed.join(", "),
+        checkpoint: match last_checkpoint {
+            // Training is deterministic: a resume would repeat this step. Other settings from
+            // the same weights are a new run that starts from the checkpoint.
+            Some(c) => format!(
+                "The last good checkpoint is {} (run {}); resuming would repeat this step, so to go on from there with other settings start a new run with `--set model.weights.path={}`.",
+                c.display(),
+                dir.display(),
+                c.display()
+            ),
+            None => format!(
+                "No checkpoint of run {} was written before it.",
+                dir.display()
+            ),
+        },
+    }
 }
 
 pub(crate) fn scalar(t: Tensor<1>) -> f32 {

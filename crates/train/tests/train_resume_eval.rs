@@ -489,3 +489,43 @@ fn resume_changes_only_safe_keys_and_names_the_keys_of_an_edited_config() {
         .count();
     assert_eq!(steps, 4, "epoch 4 logs every step");
 }
+
+#[test]
+fn a_non_finite_loss_or_gradient_stops_the_run_naming_the_step_the_pieces_and_the_last_good_checkpoint()
+ {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // One step an epoch; warm-up from lr 0 to a lr that blows the weights up: the first epoch
+    // is checkpointed, a later step goes non-finite.
+    let text = tiny(6)
+        .text
+        .replace("batch_size = 16", "batch_size = 60")
+        .replace("lr = 0.1", "lr = 1e12")
+        .replace("warmup_epochs = 0", "warmup_epochs = 5");
+    let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
+    let cfg = config::resolve(cfg, Path::new("nan.toml")).unwrap();
+    let run = dir.path().join("run");
+    let e = train(&cfg, &opts(&run)).unwrap_err();
+    let msg = e.to_string();
+    let TrainError::NonFinite {
+        what, epoch, step, ..
+    } = &e
+    else {
+        panic!("{msg}")
+    };
+    assert!(*what == "loss" || *what == "gradient norm", "{msg}");
+    assert!(*epoch >= 2 && epoch == step, "{msg}");
+    assert!(
+        msg.contains("loss pieces: total = ") && msg.contains("ce = "),
+        "{msg}"
+    );
+    let last = checkpoint::latest(&run.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint::load_state(&last).unwrap().epoch, epoch - 1);
+    assert!(
+        msg.contains(&format!("The last good checkpoint is {}", last.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("--set model.weights.path="), "{msg}");
+}
