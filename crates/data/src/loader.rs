@@ -121,9 +121,8 @@ pub fn make_batch(
         for (k, img) in view.iter().enumerate() {
             if img.height != h || img.width != w {
                 return Err(DataError::Config(format!(
-                    "{}: sample {} is {}x{} after the transform but the batch is {h}x{w}; end the transform with a fixed-size crop (random_crop, center_crop or random_resized_crop)",
-                    source.name(),
-                    indices[k],
+                    "{}: {}x{} after the transform, but the batch's first image is {h}x{w}; end data.train_transform with a fixed-size crop (random_crop, center_crop or random_resized_crop)",
+                    source.locate(indices[k]),
                     img.height,
                     img.width
                 )));

@@ -58,6 +58,10 @@ pub trait ImageSource: Send + Sync {
     fn load(&self, index: usize) -> Result<Rgb, DataError>;
     /// A stable identity of the set's content or listing (SHA-256 hex), for the manifest.
     fn fingerprint(&self) -> String;
+    /// Where sample `index` comes from, for error messages: its file where it has one.
+    fn locate(&self, index: usize) -> String {
+        format!("{} sample {index}", self.name())
+    }
 }
 
 pub type Source = Arc<dyn ImageSource>;

@@ -341,12 +341,50 @@ pub fn load_state(ckpt: &Path) -> Result<TrainState, CheckpointError> {
 /// Load the model tensors of a checkpoint into `model` (whose shapes come from the config).
 pub fn load_model<M: Module>(ckpt: &Path, model: M) -> Result<M, CheckpointError> {
     let path = ckpt.join("model.bpk");
-    let err = |e: burn::store::RecordError| CheckpointError::Record {
+    let record = ModuleRecord::load(&path).map_err(|e| CheckpointError::Record {
         path: path.clone(),
         message: e.to_string(),
+    })?;
+    model
+        .try_load_record(record)
+        .map_err(|e| CheckpointError::Record {
+            message: misfit(ckpt, &e.to_string()),
+            path,
+        })
+}
+
+/// A checkpoint that does not fit the model: burn lists every tensor, which for another width
+/// is all of them; keep three, and say which [model] the checkpoint was written for.
+fn misfit(ckpt: &Path, full: &str) -> String {
+    let items: Vec<&str> = full
+        .split_once("[\"")
+        .map(|(_, rest)| rest.trim_end_matches([']', '"']).split("\", \"").collect())
+        .unwrap_or_default();
+    let mut message = if items.len() > 3 {
+        format!(
+            "{} tensors do not fit this model, e.g. {}",
+            items.len(),
+            items[..3].join("; ")
+        )
+    } else {
+        full.to_owned()
     };
-    let record = ModuleRecord::load(&path).map_err(err)?;
-    model.try_load_record(record).map_err(err)
+    let model = fs::read_to_string(ckpt.join(CONFIG))
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+        .and_then(|t| t.get("model").and_then(|m| m.as_table()).cloned());
+    if let Some(model) = model {
+        let keys: Vec<String> = model
+            .iter()
+            .filter(|(k, _)| *k != "weights")
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        message.push_str(&format!(
+            "\n  hint: the checkpoint was written for [model] {}; the config's [model] must match",
+            keys.join(", ")
+        ));
+    }
+    message
 }
 
 pub fn load_optim(ckpt: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer, CheckpointError> {

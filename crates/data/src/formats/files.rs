@@ -417,6 +417,9 @@ impl ImageSource for FileList {
     fn load(&self, index: usize) -> Result<Rgb, DataError> {
         decode(&self.files[index])
     }
+    fn locate(&self, index: usize) -> String {
+        self.files[index].display().to_string()
+    }
     /// SHA-256 of the listing (paths relative to the root, and labels): the "list hash".
     fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
