@@ -1,7 +1,7 @@
 //! Attention-MIL training on feature bags (AEM's setting): the shipped config trains on the
 //! built-in bags, selects its epoch by val F1 + val AUC and reaches a high test AUROC; the real
 //! HDF5 + CSV format trains end to end; a stopped and resumed run equals an uninterrupted one for
-//! both aggregators; and the AdamW the configs name updates as `torch.optim.AdamW`.
+//! both aggregators, stopped mid-epoch included; and the AdamW the configs name updates as `torch.optim.AdamW`.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
@@ -180,8 +180,35 @@ fn bag_runs_resume_exactly() {
         })
         .unwrap();
         assert!(!first.finished && first.mil_results.is_none());
+        // A stop request (SIGINT/SIGTERM) one slide into epoch 3: a mid-epoch checkpoint.
+        let stop = oodforge_train::StopRequest::new();
+        stop.request(2);
+        let mid = locked(|| {
+            resume(
+                &split,
+                &TrainOptions {
+                    stop,
+                    ..opts(&split)
+                },
+            )
+        })
+        .unwrap();
+        let stopped = mid.stopped.expect("stopped inside epoch 3");
+        assert_eq!((stopped.epoch, stopped.step), (3, 61), "{backbone:?}");
+        assert!(stopped.checkpoint.ends_with("epoch-0002-step-00000061"));
         let second = locked(|| resume(&split, &opts(&split))).unwrap();
         assert!(second.finished);
+        // The same log, wall-clock fields aside (the resumed epoch carries its sums over).
+        let log = |d: &Path| {
+            let mut lines = jsonl(d);
+            for l in &mut lines {
+                let o = l.as_object_mut().unwrap();
+                o.remove("slides_per_s");
+                o.remove("seconds");
+            }
+            lines
+        };
+        assert_eq!(log(&straight), log(&split), "{backbone:?}");
         // Two more epochs after the resume: a wrong optimiser state would show in the weights.
         let a = weights(&cfg, &straight, 4);
         assert!(a.len() > 1000);
