@@ -1,7 +1,8 @@
 //! Attention-MIL training on feature bags (AEM's setting): the shipped config trains on the
 //! built-in bags, selects its epoch by val F1 + val AUC and reaches a high test AUROC; the real
 //! HDF5 + CSV format trains end to end; a stopped and resumed run equals an uninterrupted one for
-//! both aggregators, stopped mid-epoch included; and the AdamW the configs name updates as `torch.optim.AdamW`.
+//! both aggregators, stopped mid-epoch included; and the AdamW the configs name updates as
+//! `torch.optim.AdamW`.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
