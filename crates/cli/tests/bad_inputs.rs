@@ -54,12 +54,23 @@ width = 2
 epochs = 1
 "#;
 
-/// Run `train` on `config` in `root`; it must fail cleanly. Returns stderr.
-fn fails(root: &Path, config: &str, args: &[&str]) -> String {
+/// Run `train` on `config` in `root` (run folder `out`) with `args`.
+fn train(root: &Path, config: &str, out: &str, args: &[&str]) -> std::process::Output {
     std::fs::write(root.join("case.toml"), config).unwrap();
-    let mut all = vec!["--config", "case.toml", "--no-progress", "--out", "run"];
+    let mut all = vec!["--config", "case.toml", "--no-progress", "--out", out];
     all.extend_from_slice(args);
-    let o = run(env!("CARGO_BIN_EXE_train"), &all, root);
+    run(env!("CARGO_BIN_EXE_train"), &all, root)
+}
+
+/// `train` must succeed.
+fn trains(root: &Path, config: &str, out: &str) {
+    let o = train(root, config, out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `train` must fail cleanly: exit code 2, no panic, no results. Returns stderr.
+fn fails(root: &Path, config: &str, args: &[&str]) -> String {
+    let o = train(root, config, "run", args);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -71,13 +82,7 @@ fn fails(root: &Path, config: &str, args: &[&str]) -> String {
 fn the_unchanged_case_trains() {
     let dir = tempfile::tempdir().unwrap();
     folders(dir.path());
-    std::fs::write(dir.path().join("case.toml"), CONFIG).unwrap();
-    let o = run(
-        env!("CARGO_BIN_EXE_train"),
-        &["--config", "case.toml", "--no-progress", "--out", "run"],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    trains(dir.path(), CONFIG, "run");
 }
 
 #[test]
@@ -156,13 +161,7 @@ fn images_smaller_than_the_crop_or_in_other_modes_are_handled_as_torchvision_doe
         r#"train_transform = [{ op = "resize", size = 32 }, { op = "center_crop", size = 32 }]"#,
         r#"train_transform = [{ op = "center_crop", size = 32 }]"#,
     );
-    std::fs::write(dir.path().join("case.toml"), config).unwrap();
-    let o = run(
-        env!("CARGO_BIN_EXE_train"),
-        &["--config", "case.toml", "--no-progress", "--out", "run"],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    trains(dir.path(), &config, "run");
 }
 
 /// Images of several sizes and a pipeline that keeps each at its own size cannot be batched.
@@ -196,13 +195,7 @@ fn images_of_several_sizes_without_a_fixed_size_crop() {
 fn a_checkpoint_from_another_architecture() {
     let dir = tempfile::tempdir().unwrap();
     folders(dir.path());
-    std::fs::write(dir.path().join("case.toml"), CONFIG).unwrap();
-    let o = run(
-        env!("CARGO_BIN_EXE_train"),
-        &["--config", "case.toml", "--no-progress", "--out", "narrow"],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    trains(dir.path(), CONFIG, "narrow");
     let err = fails(
         dir.path(),
         &CONFIG.replace("width = 2", "width = 4"),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TINY, run, stderr, text};
+use common::{TINY, metrics_lines, run, stderr, text};
 use std::path::Path;
 
 #[test]
@@ -544,18 +544,7 @@ fn sigterm_stops_after_the_step_with_a_checkpoint_and_resume_finishes_the_run() 
         read("straight", "results.json"),
         read("split", "results.json")
     );
-    let lines = |run: &str| -> Vec<serde_json::Value> {
-        read(run, "metrics.jsonl")
-            .lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let o = v.as_object_mut().unwrap();
-                o.remove("images_per_s");
-                o.remove("seconds");
-                v
-            })
-            .collect()
-    };
+    let lines = |run: &str| metrics_lines(&dir.path().join(run));
     assert_eq!(lines("straight"), lines("split"));
 }
 
@@ -666,18 +655,7 @@ fn sigkill_at_many_points_then_resume_until_done_matches_an_uninterrupted_run() 
         read("straight", "results.json"),
         read("split", "results.json")
     );
-    let lines = |run: &str| -> Vec<serde_json::Value> {
-        read(run, "metrics.jsonl")
-            .lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let o = v.as_object_mut().unwrap();
-                o.remove("images_per_s");
-                o.remove("seconds");
-                v
-            })
-            .collect()
-    };
+    let lines = |run: &str| metrics_lines(&dir.path().join(run));
     assert_eq!(lines("straight"), lines("split"));
 }
 

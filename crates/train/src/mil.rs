@@ -21,8 +21,8 @@ use crate::error::TrainError;
 use crate::run::{self, DatasetEntry, Manifest, MetricsLog, NewRun};
 use crate::schedule::Schedule;
 use crate::trainer::{
-    Stopped, TrainOptions, TrainOutcome, grad_norm, non_finite, optimizer, progress_bar,
-    save_checkpoint, scalar,
+    Stopped, TrainOptions, TrainOutcome, end_stopped, grad_norm, non_finite, optimizer,
+    progress_bar, save_checkpoint, scalar,
 };
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -272,16 +272,7 @@ pub(crate) fn execute(
             bar.finish_and_clear();
         }
         if let Some(stopped) = stopped {
-            manifest.steps_completed = step;
-            manifest.end_session(dir, slides_seen, started.elapsed().as_secs_f64(), false)?;
-            info!("{stopped}");
-            return Ok(TrainOutcome {
-                run_dir: dir.to_path_buf(),
-                finished: false,
-                results: None,
-                mil_results: None,
-                stopped: Some(stopped),
-            });
+            return end_stopped(&mut manifest, dir, (slides_seen, started), stopped, false);
         }
         epoch += 1;
         let secs = earlier_seconds + epoch_start.elapsed().as_secs_f64();
@@ -348,20 +339,14 @@ pub(crate) fn execute(
                     step,
                     checkpoint: path,
                 };
-                manifest.end_session(
+                let finished = epoch >= epochs;
+                return end_stopped(
+                    &mut manifest,
                     dir,
-                    slides_seen,
-                    started.elapsed().as_secs_f64(),
-                    epoch >= epochs,
-                )?;
-                info!("{stopped}");
-                return Ok(TrainOutcome {
-                    run_dir: dir.to_path_buf(),
-                    finished: epoch >= epochs,
-                    results: None,
-                    mil_results: None,
-                    stopped: Some(stopped),
-                });
+                    (slides_seen, started),
+                    stopped,
+                    finished,
+                );
             }
         }
     }

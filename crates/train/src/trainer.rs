@@ -543,16 +543,7 @@ fn execute(
             bar.finish_and_clear();
         }
         if let Some(stopped) = stopped {
-            manifest.steps_completed = step;
-            manifest.end_session(dir, images_seen, started.elapsed().as_secs_f64(), false)?;
-            info!("{stopped}");
-            return Ok(TrainOutcome {
-                run_dir: dir.to_path_buf(),
-                finished: false,
-                results: None,
-                mil_results: None,
-                stopped: Some(stopped),
-            });
+            return end_stopped(&mut manifest, dir, (images_seen, started), stopped, false);
         }
         epoch += 1;
         let secs = earlier_seconds + epoch_start.elapsed().as_secs_f64();
@@ -593,20 +584,14 @@ fn execute(
                     step,
                     checkpoint: path,
                 };
-                manifest.end_session(
+                let finished = epoch >= epochs;
+                return end_stopped(
+                    &mut manifest,
                     dir,
-                    images_seen,
-                    started.elapsed().as_secs_f64(),
-                    epoch >= epochs,
-                )?;
-                info!("{stopped}");
-                return Ok(TrainOutcome {
-                    run_dir: dir.to_path_buf(),
-                    finished: epoch >= epochs,
-                    results: None,
-                    mil_results: None,
-                    stopped: Some(stopped),
-                });
+                    (images_seen, started),
+                    stopped,
+                    finished,
+                );
             }
         }
     }
@@ -635,6 +620,27 @@ fn execute(
         results,
         mil_results: None,
         stopped: None,
+    })
+}
+
+/// End a session stopped on request (its checkpoint written): record it in the manifest with
+/// its throughput over `(samples, since)`, and say where it stopped.
+pub(crate) fn end_stopped(
+    manifest: &mut Manifest,
+    dir: &Path,
+    (samples, since): (usize, Instant),
+    stopped: Stopped,
+    finished: bool,
+) -> Result<TrainOutcome, TrainError> {
+    manifest.steps_completed = stopped.step;
+    manifest.end_session(dir, samples, since.elapsed().as_secs_f64(), finished)?;
+    info!("{stopped}");
+    Ok(TrainOutcome {
+        run_dir: dir.to_path_buf(),
+        finished,
+        results: None,
+        mil_results: None,
+        stopped: Some(stopped),
     })
 }
 

@@ -19,6 +19,21 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A run's `metrics.jsonl` without its wall-clock fields, to compare two runs' logs.
+pub fn metrics_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("images_per_s");
+            o.remove("seconds");
+            v
+        })
+        .collect()
+}
+
 /// Standard output and standard error together.
 pub fn text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), stderr(o))
