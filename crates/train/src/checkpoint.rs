@@ -132,8 +132,12 @@ pub fn state_checkpoint_name(state: &TrainState) -> String {
     }
 }
 
-/// (epochs, steps inside the next epoch or 0) of a checkpoint folder name, for ordering.
-fn parse_name(name: &str) -> Option<(usize, usize)> {
+/// Where a checkpoint stands, for ordering: (epochs done, steps done for one written inside the
+/// next epoch, else 0).
+type Position = (usize, usize);
+
+/// The [`Position`] of a checkpoint folder name.
+fn parse_name(name: &str) -> Option<Position> {
     let rest = name.strip_prefix("epoch-")?;
     match rest.split_once("-step-") {
         None => Some((rest.parse().ok()?, 0)),
@@ -234,19 +238,32 @@ fn put_in_place(dir: &Path, tmp: &Path, name: &str) -> Result<PathBuf, Checkpoin
         let _ = d.sync_all();
     }
     let position = parse_name(name).expect("a checkpoint name");
-    for entry in fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
-        let older_partial = path
+    for (p, path) in listed(dir)? {
+        let partial = path
             .file_name()
-            .and_then(|n| n.to_str())
-            .filter(|n| n.contains("-step-"))
-            .and_then(parse_name)
-            .is_some_and(|p| p < position);
-        if older_partial {
+            .is_some_and(|n| n.to_string_lossy().contains("-step-"));
+        if partial && p < position {
             fs::remove_dir_all(&path).map_err(io(&path))?;
         }
     }
     Ok(target)
+}
+
+/// The checkpoint folders under `dir` (names `epoch-NNNN[-step-SSSSSSSS]`) with their position
+/// ([`parse_name`]), in no particular order.
+fn listed(dir: &Path) -> Result<Vec<(Position, PathBuf)>, CheckpointError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if let Some(p) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_name)
+        {
+            found.push((p, path));
+        }
+    }
+    Ok(found)
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -283,19 +300,9 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     if !dir.exists() {
         return Ok(None);
     }
-    let mut found: Vec<((usize, usize), PathBuf)> = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
-        let position = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(parse_name);
-        if let Some(e) = position
-            && path.join("state.json").is_file()
-        {
-            found.push((e, path));
-        }
-    }
+    let mut found = listed(dir)?;
+    // A folder without a state.json never finished (`save` writes it last).
+    found.retain(|(_, path)| path.join("state.json").is_file());
     found.sort();
     let mut damaged = Vec::new();
     while let Some((_, path)) = found.pop() {

@@ -161,11 +161,18 @@ fn resume_config(
 ) -> Result<ResolvedConfig, TrainError> {
     let resolved_path = dir.join(run::RESOLVED);
     let ckpt_config = ckpt.join(checkpoint::CONFIG);
-    let base = if ckpt_config.is_file() {
-        let base = config::load(&ckpt_config, &[])?;
+    // Where the checkpoint's config is read from, and `--set` applied to.
+    let own_config = ckpt_config.is_file();
+    let source = if own_config {
+        ckpt_config
+    } else {
+        resolved_path.clone()
+    };
+    let base = if own_config {
+        let base = config::load(&source, &[])?;
         if base.hash != state.config_hash {
             return Err(TrainError::Resume {
-                path: ckpt_config,
+                path: source,
                 message: "does not hash to the config hash in state.json".into(),
             });
         }
@@ -186,11 +193,6 @@ fn resume_config(
     let wanted = if set.is_empty() {
         base.clone()
     } else {
-        let source = if ckpt_config.is_file() {
-            ckpt_config.clone()
-        } else {
-            resolved_path.clone()
-        };
         let wanted = config::load(&source, set)?;
         let changed = config::differing_keys(&base.text, &wanted.text).expect("resolved TOML");
         let refused: Vec<&String> = changed.iter().filter(|k| !safe_on_resume(k)).collect();
