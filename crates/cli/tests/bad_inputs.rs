@@ -8,16 +8,8 @@
 
 mod common;
 
-use common::{run, stderr};
+use common::{png, run, stderr};
 use std::path::Path;
-
-fn png(root: &Path, rel: &str, w: u32, h: u32, v: u8) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([v, (x * 6) as u8, (y * 7) as u8]))
-        .save(p)
-        .unwrap();
-}
 
 /// Two classes of 40x36 images for train and test, and a flat OOD folder.
 fn folders(root: &Path) {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TINY, metrics_lines, run, stderr, text};
+use common::{TINY, assert_same_run, png, run, stderr, text};
 use std::path::Path;
 
 #[test]
@@ -173,13 +173,7 @@ fn train_then_eval_from_the_command_line() {
 fn custom_image_folders_train_and_evaluate() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let save = |rel: String, v: u8| {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        image::RgbImage::from_fn(40, 36, |x, y| image::Rgb([v, (x * 6) as u8, (y * 7) as u8]))
-            .save(p)
-            .unwrap();
-    };
+    let save = |rel: String, v: u8| png(root, &rel, 40, 36, v);
     for i in 0..6u8 {
         save(format!("mine/train/dark/{i}.png"), 10 + i);
         save(format!("mine/train/light/{i}.png"), 200 + i);
@@ -539,13 +533,7 @@ fn sigterm_stops_after_the_step_with_a_checkpoint_and_resume_finishes_the_run() 
     );
     assert!(o.status.success(), "{}", stderr(&o));
     // The same results and the same log as the uninterrupted run (wall-clock fields aside).
-    let read = |run: &str, f: &str| std::fs::read_to_string(dir.path().join(run).join(f)).unwrap();
-    assert_eq!(
-        read("straight", "results.json"),
-        read("split", "results.json")
-    );
-    let lines = |run: &str| metrics_lines(&dir.path().join(run));
-    assert_eq!(lines("straight"), lines("split"));
+    assert_same_run(&dir.path().join("straight"), &dir.path().join("split"));
 }
 
 /// SIGKILL gives no warning. Killed at several points (right after start, mid-epoch, while a
@@ -650,13 +638,7 @@ fn sigkill_at_many_points_then_resume_until_done_matches_an_uninterrupted_run() 
     }
     assert!(kills >= 3, "only {kills} kills landed");
 
-    let read = |run: &str, f: &str| std::fs::read_to_string(dir.path().join(run).join(f)).unwrap();
-    assert_eq!(
-        read("straight", "results.json"),
-        read("split", "results.json")
-    );
-    let lines = |run: &str| metrics_lines(&dir.path().join(run));
-    assert_eq!(lines("straight"), lines("split"));
+    assert_same_run(&dir.path().join("straight"), &dir.path().join("split"));
 }
 
 /// A full disk: `train` writing into a 512 KiB tmpfs (in a private mount namespace, so no root

@@ -7,6 +7,24 @@
 use serde_json::Value;
 use std::path::PathBuf;
 
+/// A run folder's `metrics.jsonl` without its wall-clock fields (`images_per_s`, `slides_per_s`,
+/// `seconds`), so two runs' logs compare equal exactly when they trained the same.
+pub fn metrics_lines(run: &std::path::Path) -> Vec<Value> {
+    let path = run.join("metrics.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().expect("a JSON object a line");
+            for clock in ["images_per_s", "slides_per_s", "seconds"] {
+                o.remove(clock);
+            }
+            v
+        })
+        .collect()
+}
+
 /// The golden fixture directory.
 pub fn golden_dir() -> PathBuf {
     match std::env::var_os("OODFORGE_GOLDEN_DIR") {

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use oodforge_core::backend;
 use oodforge_core::config::{self, BackendChoice, OptimConfig, ResolvedConfig};
 use oodforge_models::MilModel;
+use oodforge_testutil::metrics_lines;
 use oodforge_train::mil::{EPOCHS, EpochMetrics, MilResults, select};
 use oodforge_train::trainer::optimizer;
 use oodforge_train::{TrainOptions, TrainOutcome, checkpoint, resume, train};
@@ -200,16 +201,11 @@ fn bag_runs_resume_exactly() {
         let second = locked(|| resume(&split, &opts(&split))).unwrap();
         assert!(second.finished);
         // The same log, wall-clock fields aside (the resumed epoch carries its sums over).
-        let log = |d: &Path| {
-            let mut lines = jsonl(d);
-            for l in &mut lines {
-                let o = l.as_object_mut().unwrap();
-                o.remove("slides_per_s");
-                o.remove("seconds");
-            }
-            lines
-        };
-        assert_eq!(log(&straight), log(&split), "{backbone:?}");
+        assert_eq!(
+            metrics_lines(&straight),
+            metrics_lines(&split),
+            "{backbone:?}"
+        );
         // Two more epochs after the resume: a wrong optimiser state would show in the weights.
         let a = weights(&cfg, &straight, 4);
         assert!(a.len() > 1000);

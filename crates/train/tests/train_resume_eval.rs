@@ -5,6 +5,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfig};
 use oodforge_models::Classifier;
+use oodforge_testutil::metrics_lines;
 use oodforge_train::{TrainError, TrainOptions, checkpoint, evaluate_run, resume, train};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -327,21 +328,6 @@ fn tiny_dropout(epochs: usize) -> ResolvedConfig {
     assert!(text.contains("\"wrn\""), "{text}");
     let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
     config::resolve(cfg, Path::new("tiny_dropout.toml")).unwrap()
-}
-
-/// metrics.jsonl without its wall-clock fields.
-fn metrics_lines(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("images_per_s");
-            o.remove("seconds");
-            v
-        })
-        .collect()
 }
 
 #[test]

@@ -19,19 +19,25 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A run's `metrics.jsonl` without its wall-clock fields, to compare two runs' logs.
-pub fn metrics_lines(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let o = v.as_object_mut().unwrap();
-            o.remove("images_per_s");
-            o.remove("seconds");
-            v
-        })
-        .collect()
+/// Two run folders that must hold the same training: the same `results.json` and the same
+/// log, wall-clock fields aside.
+pub fn assert_same_run(a: &Path, b: &Path) {
+    let read = |run: &Path| std::fs::read_to_string(run.join("results.json")).unwrap();
+    assert_eq!(read(a), read(b), "results.json");
+    assert_eq!(
+        oodforge_testutil::metrics_lines(a),
+        oodforge_testutil::metrics_lines(b),
+        "metrics.jsonl"
+    );
+}
+
+/// An RGB test image at `root/rel` (folders made): red `v`, green and blue ramps.
+pub fn png(root: &Path, rel: &str, w: u32, h: u32, v: u8) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([v, (x * 6) as u8, (y * 7) as u8]))
+        .save(p)
+        .unwrap();
 }
 
 /// Standard output and standard error together.
