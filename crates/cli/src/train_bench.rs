@@ -245,7 +245,7 @@ pub fn measure_ops(
             let layer: Box<dyn Fn(Tensor<4>) -> Tensor<4>> = match name {
                 "batchnorm_64" => {
                     let bn = BatchNormConfig::new(cin).init(&device);
-                    Box::new(move |x| bn.forward(x))
+                    Box::new(move |x| oodforge_models::batch_norm::batch_norm(&bn, x))
                 }
                 "relu_64" => Box::new(burn::tensor::activation::relu),
                 _ => {
@@ -255,7 +255,8 @@ pub fn measure_ops(
                         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                         .with_bias(false)
                         .init(&device);
-                    Box::new(move |x| conv.forward(x))
+                    // The convolution the models call: im2col + gemm when training on flex.
+                    Box::new(move |x| oodforge_models::conv::conv2d(&conv, x))
                 }
             };
             let s = median_step(warmup, steps, || {

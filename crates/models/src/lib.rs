@@ -3,6 +3,8 @@
 //! post-processors need (the head applied to modified features, the head's weight and bias), plus
 //! the attention-MIL aggregators of AEM and PyTorch / safetensors weight import.
 
+pub mod batch_norm;
+pub mod conv;
 pub mod error;
 pub mod import;
 pub mod mil;

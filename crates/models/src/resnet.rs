@@ -12,6 +12,8 @@
 //! Both forms: four stages with strides 1, 2, 2, 2, global average pooling, linear head.
 //! Deviation knob: `width` scales every stage (64 -> 64/128/256/512 is the paper network).
 
+use crate::batch_norm::batch_norm;
+use crate::conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
@@ -129,13 +131,13 @@ impl Block {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let out = self
             .relu
-            .forward(self.bn1.forward(self.conv1.forward(x.clone())));
-        let mut out = self.bn2.forward(self.conv2.forward(out));
+            .forward(batch_norm(&self.bn1, conv2d(&self.conv1, x.clone())));
+        let mut out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = bn3.forward(conv3.forward(self.relu.forward(out)));
+            out = batch_norm(bn3, conv2d(conv3, self.relu.forward(out)));
         }
         let identity = match &self.shortcut {
-            Some(s) => s.bn.forward(s.conv.forward(x)),
+            Some(s) => batch_norm(&s.bn, conv2d(&s.conv, x)),
             None => x,
         };
         self.relu.forward(out + identity)
@@ -294,7 +296,9 @@ impl ResNet {
 
     /// Penultimate features: `[batch, 3, h, w]` -> `[batch, feature_dim]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.relu.forward(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = self
+            .relu
+            .forward(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

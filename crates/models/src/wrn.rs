@@ -7,6 +7,8 @@
 //! bias 0, linear bias 0 (its weight keeps PyTorch's default).
 
 use crate::ZeroBias;
+use crate::batch_norm::batch_norm;
+use crate::conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
@@ -56,16 +58,16 @@ impl WideBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let act = self.relu.forward(self.bn1.forward(x.clone()));
+        let act = self.relu.forward(batch_norm(&self.bn1, x.clone()));
         // wrn.py: when in != out the shortcut convolves the *activated* input; otherwise the
         // identity is the raw input.
         let identity = match &self.shortcut {
-            Some(s) => s.forward(act.clone()),
+            Some(s) => conv2d(s, act.clone()),
             None => x,
         };
-        let out = self.conv1.forward(act);
-        let out = self.relu.forward(self.bn2.forward(out));
-        let out = self.conv2.forward(self.dropout.forward(out));
+        let out = conv2d(&self.conv1, act);
+        let out = self.relu.forward(batch_norm(&self.bn2, out));
+        let out = conv2d(&self.conv2, self.dropout.forward(out));
         out + identity
     }
 }
@@ -115,13 +117,13 @@ impl WideResNet {
 
     /// Penultimate features `[batch, 64 * widen]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.conv1.forward(x);
+        let mut x = conv2d(&self.conv1, x);
         for group in &self.groups {
             for block in group {
                 x = block.forward(x);
             }
         }
-        let x = self.relu.forward(self.bn.forward(x));
+        let x = self.relu.forward(batch_norm(&self.bn, x));
         self.pool.forward(x).flatten(1, 3)
     }
 
