@@ -17,6 +17,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
 use oodforge_core::backend::SelectedBackend;
 use oodforge_core::config::{Backbone, ModelConfig, ResNetStem};
+use oodforge_core::rng::uniform_noise;
 use oodforge_models::Classifier;
 use oodforge_train::run::proc_status_kib;
 use serde::{Deserialize, Serialize};
@@ -80,19 +81,6 @@ fn median_step(warmup: usize, steps: usize, mut step: impl FnMut()) -> f64 {
     t[t.len() / 2]
 }
 
-/// Deterministic pseudo-random floats in [-1, 1).
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
 /// Measure one mode (`train` or `eval`) of `model` at `batch` on `backend`. Meant to run in a
 /// process of its own (`bench train` spawns one per configuration), so the peak memory is this
 /// configuration's alone: the resident-set high-water mark at the end minus the resident set
@@ -114,7 +102,7 @@ pub fn measure(
     let classes = 10;
     let cpu = matches!(backend.name, "flex" | "ndarray");
     let base = proc_status_kib("VmRSS");
-    let pixels = noise(batch * 3 * 32 * 32, 1);
+    let pixels = uniform_noise(batch * 3 * 32 * 32, 1);
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes as i64).collect();
     let step_s = match mode {
         // As `train` steps: the autodiff device, CE, backward, SGD.
@@ -233,7 +221,7 @@ pub fn measure_ops(
     let mut rows = Vec::new();
     for (name, cin, cout, k, stride, side) in OPS {
         let input = [batch, cin, side, side];
-        let data = || TensorData::new(noise(batch * cin * side * side, 2), input);
+        let data = || TensorData::new(uniform_noise(batch * cin * side * side, 2), input);
         let time = |autodiff: bool| -> f64 {
             let device = if autodiff {
                 backend.device.clone().autodiff()

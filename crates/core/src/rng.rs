@@ -47,6 +47,20 @@ impl Purpose {
     }
 }
 
+/// Deterministic pseudo-random floats in [-1, 1) from a xorshift64 generator: fixed inputs for
+/// benchmarks and kernel tests, the same on every machine, without drawing from a run's streams.
+pub fn uniform_noise(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
 /// A ChaCha8 stream keyed by SHA-256 of (seed, purpose, a, b).
 pub fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> ChaCha8Rng {
     let mut h = Sha256::new();

@@ -510,6 +510,7 @@ mod tests {
     use burn::module::Param;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Device, Distribution};
+    use oodforge_core::rng::uniform_noise;
 
     /// Naive direct convolution in f64: the reference for the kernels.
     fn direct(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f64> {
@@ -543,19 +544,6 @@ mod tests {
             }
         }
         y
-    }
-
-    fn noise(len: usize, seed: u64) -> Vec<f32> {
-        // xorshift: deterministic values in [-1, 1) without another dependency.
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
     }
 
     fn close(what: &str, got: &[f32], want: &[f64], tol: f64) {
@@ -602,9 +590,9 @@ mod tests {
         for (case, (xs, ws, stride, padding, dilation)) in CASES.into_iter().enumerate() {
             let options = ConvOptions::new_with_padding(stride, padding, dilation, 1);
             let g = Geometry::new(&xs, &ws, &options);
-            let x = noise(xs.iter().product(), 1 + case as u64);
-            let w = noise(ws.iter().product(), 100 + case as u64);
-            let dy = noise(g.n * g.o * g.l(), 200 + case as u64);
+            let x = uniform_noise(xs.iter().product(), 1 + case as u64);
+            let w = uniform_noise(ws.iter().product(), 100 + case as u64);
+            let dy = uniform_noise(g.n * g.o * g.l(), 200 + case as u64);
             let y = direct(&g, &x, &w);
             // Gradients by the adjoint identities: <dy, conv(x, w)> is bilinear, so
             // dW[o,c,i,j] = <dy, conv(x, e_ocij)> and dX[n,c,h,w] = <dy, conv(e_nchw, w)>.
