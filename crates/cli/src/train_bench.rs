@@ -100,7 +100,7 @@ pub fn measure(
         )
     })?;
     let classes = 10;
-    let cpu = matches!(backend.name, "flex" | "ndarray");
+    let cpu = matches!(backend.name, "flex" | "ndarray" | "tch");
     let base = proc_status_kib("VmRSS");
     let pixels = uniform_noise(batch * 3 * 32 * 32, 1);
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % classes as i64).collect();

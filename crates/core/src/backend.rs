@@ -1,4 +1,4 @@
-//! Backend selection: `auto | wgpu | flex | ndarray | cuda`.
+//! Backend selection: `auto | wgpu | flex | ndarray | cuda | tch`.
 //!
 //! `auto` picks wgpu only for a hardware adapter. wgpu's own automatic choice accepts software
 //! adapters (Mesa lavapipe through Vulkan, llvmpipe through GL), which run compute shaders on
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 #[derive(Debug, Clone)]
 pub struct SelectedBackend {
     pub device: Device,
-    /// `flex`, `wgpu`, `ndarray` or `cuda`.
+    /// `flex`, `wgpu`, `ndarray`, `cuda` or `tch`.
     pub name: &'static str,
     /// Adapter / device description, e.g. `NVIDIA H100 (Vulkan, DiscreteGpu)` or `CPU (flex)`.
     pub adapter: String,
@@ -38,6 +38,19 @@ pub enum BackendError {
         "backend `cuda` was requested but no CUDA device was found\n  hint: check `nvidia-smi`, or use `--backend auto`"
     )]
     NoCuda,
+    #[error(
+        "devices: backend `{backend}` has no device {index}; it has {count} ({listed})\n  hint: list indices below {count}, or use devices = \"all\""
+    )]
+    NoSuchDevice {
+        backend: &'static str,
+        index: usize,
+        count: usize,
+        listed: String,
+    },
+    #[error(
+        "devices: data-parallel training on wgpu needs hardware GPUs; this machine has only the software adapter {0}\n  hint: use devices = [0]"
+    )]
+    SoftwareMultiDevice(String),
 }
 
 /// One wgpu adapter as the driver describes it.
@@ -119,6 +132,7 @@ pub fn select(choice: BackendChoice) -> Result<SelectedBackend, BackendError> {
         }
         BackendChoice::Ndarray => ndarray(),
         BackendChoice::Cuda => cuda(),
+        BackendChoice::Tch => tch(),
     }
 }
 
@@ -186,6 +200,92 @@ fn wgpu(software: bool) -> Result<SelectedBackend, BackendError> {
     }
 }
 
+/// The devices of a data-parallel run (`devices` of the config), main device first. One
+/// device (`[0]`, the default) is `selected.device` itself. With more than one, `selected`
+/// is updated to name the main device and the count:
+/// - `cuda`: CUDA devices by index (`Device::cuda`);
+/// - `wgpu`: hardware discrete GPUs by index among the discrete GPUs (`DeviceKind::DiscreteGpu`);
+/// - CPU backends (`flex`, `ndarray`, `tch`): the processor is one device, so every index
+///   names it and N indices mean N replicas on the CPU. That gives exactly what N GPUs would
+///   compute, which is how data-parallel training is tested without GPUs, but no speed-up;
+///   `"all"` means the one CPU device.
+pub fn data_parallel(
+    selected: &mut SelectedBackend,
+    wanted: &crate::config::Devices,
+) -> Result<Vec<Device>, BackendError> {
+    use crate::config::Devices;
+    if wanted.is_single() {
+        return Ok(vec![selected.device.clone()]);
+    }
+    let devices = match selected.name {
+        "cuda" => pick(selected.name, wanted, cuda_devices())?,
+        "wgpu" => {
+            use burn::tensor::DeviceKind;
+            let hardware: Vec<&AdapterSummary> = wgpu_adapters()
+                .iter()
+                .filter(|a| a.device_type == "DiscreteGpu")
+                .collect();
+            if hardware.is_empty() {
+                return Err(BackendError::SoftwareMultiDevice(selected.adapter.clone()));
+            }
+            // Adapters are listed once per graphics API; burn indexes the discrete GPUs of
+            // the API it picks, so the count is that of the first API listed.
+            let api = &hardware[0].api;
+            let count = hardware.iter().filter(|a| &a.api == api).count();
+            let all = (0..count)
+                .map(|i| Device::wgpu(DeviceKind::DiscreteGpu(i)))
+                .collect();
+            pick(selected.name, wanted, all)?
+        }
+        _ => match wanted {
+            Devices::All => vec![selected.device.clone()],
+            Devices::List(list) => vec![selected.device.clone(); list.len()],
+        },
+    };
+    selected.device = devices[0].clone();
+    selected.adapter = format!(
+        "{}; data-parallel over {} device(s): {}",
+        selected.adapter,
+        devices.len(),
+        match wanted {
+            Devices::All => "all".to_owned(),
+            Devices::List(list) => format!("{list:?}"),
+        }
+    );
+    Ok(devices)
+}
+
+/// The devices `wanted` names among `all`, in the order given.
+fn pick(
+    backend: &'static str,
+    wanted: &crate::config::Devices,
+    all: Vec<Device>,
+) -> Result<Vec<Device>, BackendError> {
+    use crate::config::Devices;
+    match wanted {
+        Devices::All if all.is_empty() => Err(BackendError::NoSuchDevice {
+            backend,
+            index: 0,
+            count: 0,
+            listed: "none found".into(),
+        }),
+        Devices::All => Ok(all),
+        Devices::List(list) => list
+            .iter()
+            .map(|&i| {
+                all.get(i)
+                    .cloned()
+                    .ok_or_else(|| BackendError::NoSuchDevice {
+                        backend,
+                        index: i,
+                        count: all.len(),
+                        listed: format!("indices 0..{}", all.len()),
+                    })
+            })
+            .collect(),
+    }
+}
+
 /// Autotune on a software adapter: `minimal`.
 ///
 /// CubeCL autotunes every kernel on first use ("balanced" by default) and keeps the winners in
@@ -241,9 +341,40 @@ fn cuda() -> Result<SelectedBackend, BackendError> {
     })
 }
 
+#[cfg(feature = "cuda")]
+fn cuda_devices() -> Vec<Device> {
+    Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_devices() -> Vec<Device> {
+    Vec::new()
+}
+
 #[cfg(not(feature = "cuda"))]
 fn cuda() -> Result<SelectedBackend, BackendError> {
     Err(BackendError::NotCompiled("cuda"))
+}
+
+/// LibTorch on the CPU: the kernels PyTorch itself runs (oneDNN convolutions, MKL/OpenBLAS
+/// gemm, OpenMP threads), for users who want PyTorch's CPU speed inside oodforge. The libtorch
+/// is the one of the PyTorch installation the build was pointed at (see the README).
+/// burn-tch is deprecated upstream; it stays here because it is the one way to train at
+/// PyTorch's CPU speed with burn 0.22 (BENCHMARKS.md).
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+fn tch() -> Result<SelectedBackend, BackendError> {
+    Ok(SelectedBackend {
+        device: Device::libtorch(),
+        name: "tch",
+        adapter: "CPU (libtorch)".into(),
+        reason: String::new(),
+    })
+}
+
+#[cfg(not(feature = "tch"))]
+fn tch() -> Result<SelectedBackend, BackendError> {
+    Err(BackendError::NotCompiled("tch"))
 }
 
 #[cfg(test)]
@@ -339,6 +470,21 @@ mod tests {
             Err(BackendError::NoCuda) => eprintln!("SKIPPED cuda_backend_smoke: no CUDA device"),
             Err(e) => panic!("unexpected error: {e}"),
         }
+    }
+
+    #[cfg(feature = "tch")]
+    #[test]
+    fn tch_backend_smoke() {
+        let b = select(BackendChoice::Tch).unwrap();
+        assert_eq!(b.name, "tch");
+        assert_eq!(matmul_on(&b.device), vec![7.0, 10.0, 15.0, 22.0]);
+    }
+
+    #[cfg(not(feature = "tch"))]
+    #[test]
+    fn missing_tch_is_an_error_with_a_hint() {
+        let e = select(BackendChoice::Tch).unwrap_err().to_string();
+        assert!(e.contains("--features tch"), "{e}");
     }
 
     #[cfg(not(feature = "ndarray"))]

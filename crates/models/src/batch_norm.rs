@@ -27,6 +27,26 @@ use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+thread_local! {
+    static RUNNING_STATS_FROZEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with training-mode batch norm that normalises with the batch statistics but leaves
+/// the running statistics alone. Data-parallel training runs the replicas of the devices other
+/// than the main one under it: like PyTorch DDP (`broadcast_buffers=True`), the model's running
+/// statistics are those of the main device's shard. (burn's `RunningState` is shared by every
+/// clone and fork of a module, so the replicas would otherwise write the main model's.)
+pub fn with_frozen_running_stats<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            RUNNING_STATS_FROZEN.set(self.0);
+        }
+    }
+    let _reset = Reset(RUNNING_STATS_FROZEN.replace(true));
+    f()
+}
+
 /// `bn.forward(x)` as PyTorch's `BatchNorm2d` computes it: in training mode with the fused
 /// kernels on flex (burn's `batch_norm_train` elsewhere), and the running variance updated with
 /// the *unbiased* batch variance.
@@ -69,6 +89,9 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     };
     // With one value per channel the unbiased variance is undefined (PyTorch refuses such a
     // batch); the biased one (0) is kept rather than writing NaN into the running statistics.
+    if RUNNING_STATS_FROZEN.get() {
+        return output;
+    }
     let n = (batch * h * w) as f64;
     let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
     // burn-nn `BatchNorm::forward_train`, with the unbiased variance.

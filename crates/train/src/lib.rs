@@ -5,6 +5,7 @@ pub mod error;
 pub mod evaluate;
 pub mod mil;
 pub mod odin;
+mod parallel;
 pub mod run;
 pub mod schedule;
 pub mod stop;

@@ -5,6 +5,7 @@
 use crate::checkpoint::{self, PartialEpoch, TrainState};
 use crate::error::TrainError;
 use crate::evaluate::{OutputCache, evaluate_model, write_results};
+use crate::parallel::{self, StepKey, StepOutcome};
 use crate::run::{self, DatasetEntry, Manifest, MetricsLog, NewRun};
 use crate::schedule::Schedule;
 use crate::stop::{StopRequest, signal_name};
@@ -12,13 +13,13 @@ use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, OptimConfig, ResolvedConfig};
 use oodforge_core::rng::{Purpose, derived_seed, stream};
 use oodforge_core::{Group, backend};
-use oodforge_data::{Datasets, Source, TrainBatch, steps_per_epoch, train_epoch};
+use oodforge_data::{Datasets, Source, steps_per_epoch, train_epoch};
 use oodforge_eval::Results;
-use oodforge_losses::{Objective, StepInput};
+use oodforge_losses::Objective;
 use oodforge_models::Classifier;
 use serde_json::json;
 use std::io::IsTerminal;
@@ -344,7 +345,13 @@ fn execute(
     opts: &TrainOptions,
 ) -> Result<TrainOutcome, TrainError> {
     let cfg = &resolved.config;
-    let selected = backend::select(opts.backend.unwrap_or(cfg.backend))?;
+    let mut selected = backend::select(opts.backend.unwrap_or(cfg.backend))?;
+    // Data-parallel runs: every device of `devices`, the main one first (it becomes
+    // `selected.device`, where the model, the optimiser and evaluation live).
+    let devices: Vec<Device> = backend::data_parallel(&mut selected, &cfg.devices)?
+        .into_iter()
+        .map(Device::autodiff)
+        .collect();
     info!(backend = selected.name, adapter = %selected.adapter, "compute backend");
     if !selected.reason.is_empty() {
         info!("backend auto: {}", selected.reason);
@@ -354,7 +361,7 @@ fn execute(
     }
 
     let data = Datasets::load(&cfg.data)?;
-    let device = selected.device.clone().autodiff();
+    let device = devices[0].clone();
     device.seed(derived_seed(cfg.seed, Purpose::Init, 0, 0));
     let mut model = Classifier::new(&cfg.model, data.num_classes, cfg.data.image_size, &device);
     if resume_from.is_none()
@@ -438,60 +445,32 @@ fn execute(
         let mut stopped = None;
         for (k, batch) in (skip..).zip(batches) {
             let lr = schedule.lr(step);
-            let TrainBatch {
-                id: batch,
-                outliers,
-            } = batch?;
-            // Multi-view batches are view-major; every view keeps its image's label.
-            let label_values = batch.labels.repeat(batch.views);
-            let labels: Vec<i64> = label_values.iter().map(|&l| l as i64).collect();
-            let n = labels.len();
-            let x = Tensor::<4>::from_data(TensorData::new(batch.images, batch.shape), &device);
-            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
-            let outliers = outliers
-                .map(|o| Tensor::<4>::from_data(TensorData::new(o.images, o.shape), &device));
-
-            // The device RNG (dropout masks) is keyed by the step, like every other draw, so a
-            // run resumed at any step trains exactly as an uninterrupted one.
-            device.seed(derived_seed(
-                cfg.seed,
-                Purpose::Dropout,
-                epoch as u64,
-                step as u64,
-            ));
-            // The objective runs the forward pass(es) and draws from this step's own stream.
-            let out = objective.step(
-                &model,
-                StepInput {
-                    images: x,
-                    labels: y.clone(),
-                    label_values: &label_values,
-                    outliers,
-                    epoch,
-                },
-                &mut stream(cfg.seed, Purpose::Objective, epoch as u64, step as u64),
-            );
-            let loss = out.loss;
-            let hits = out.logits.argmax(1).reshape([n]).equal(y).int().sum();
-            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
-            let loss_value = scalar(loss.total.clone());
+            // The objective's forward and backward pass(es), on every device's share of the
+            // batch; the gradients come back summed on the main device.
+            let key = StepKey {
+                seed: cfg.seed,
+                epoch,
+                step,
+            };
+            let StepOutcome {
+                loss: loss_value,
+                terms,
+                hits: batch_hits,
+                rows: n,
+                grads,
+            } = parallel::step(&model, &mut objective, &devices, batch?, key);
             let norm_value = grad_norm(&model, &grads);
             if !loss_value.is_finite() || !norm_value.is_finite() {
-                let pieces = loss
-                    .terms
-                    .iter()
-                    .map(|(name, t)| (*name, scalar(t.clone())));
                 return Err(non_finite(
                     (loss_value, norm_value),
                     (epoch, step),
-                    pieces.collect(),
+                    terms,
                     last_checkpoint.as_deref(),
                     dir,
                 ));
             }
             model = optim.step(lr, model, grads);
             loss_sum += f64::from(loss_value) * n as f64;
-            let batch_hits = scalar(hits.float()) as usize;
             correct += batch_hits;
             seen += n;
             images_seen += n;
@@ -502,8 +481,8 @@ fn execute(
                     "grad_norm": norm_value, "accuracy": batch_hits as f64 / n as f64,
                     "images_per_s": seen as f64 / (earlier_seconds + epoch_start.elapsed().as_secs_f64()),
                 });
-                for (name, term) in &loss.terms {
-                    line[*name] = json!(scalar(term.clone()));
+                for (name, term) in &terms {
+                    line[*name] = json!(term);
                 }
                 log.write(&line)?;
             }

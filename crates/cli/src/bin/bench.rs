@@ -51,8 +51,9 @@ enum Command {
         models: Vec<String>,
         #[arg(long, value_delimiter = ',', default_value = "32,128")]
         batches: Vec<usize>,
-        /// Backends: flex, wgpu, ndarray, cuda. Default: flex, plus wgpu when a hardware
-        /// adapter is present and cuda when compiled in and a device is found.
+        /// Backends: flex, wgpu, ndarray, cuda, tch. Default: flex, plus wgpu when a hardware
+        /// adapter is present, cuda when compiled in and a device is found, and tch when
+        /// compiled in.
         #[arg(long, value_delimiter = ',')]
         backends: Vec<String>,
         /// Untimed steps before measuring (kernel autotune, allocator warm-up).
@@ -216,6 +217,9 @@ fn train(
         }
         if backend::select(BackendChoice::Cuda).is_ok() {
             v.push(BackendChoice::Cuda);
+        }
+        if backend::select(BackendChoice::Tch).is_ok() {
+            v.push(BackendChoice::Tch);
         }
         v
     } else {

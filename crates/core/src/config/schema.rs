@@ -17,6 +17,13 @@ pub struct ExperimentConfig {
     /// Which compute backend runs the network.
     #[serde(default)]
     pub backend: BackendChoice,
+    /// Data-parallel training: the backend's devices that each train on a share of every
+    /// batch (`[0, 1, 2, 3]` or `"all"`); `[0]`, the default, is one device. Part of the
+    /// experiment (and its hash) because batch-norm statistics are per device, as in PyTorch
+    /// DDP. Left out of the resolved text when it is the default, so single-device configs
+    /// keep the hashes they had before this key existed.
+    #[serde(default, skip_serializing_if = "Devices::is_single")]
+    pub devices: Devices,
     pub data: DataConfig,
     pub model: ModelConfig,
     #[serde(default)]
@@ -41,10 +48,13 @@ pub enum BackendChoice {
     Ndarray,
     /// Only with the `cuda` cargo feature.
     Cuda,
+    /// LibTorch on the CPU (burn-tch, linked against the libtorch of a PyTorch installation);
+    /// only with the `tch` cargo feature.
+    Tch,
 }
 
 impl BackendChoice {
-    pub const ALL: [&'static str; 5] = ["auto", "wgpu", "flex", "ndarray", "cuda"];
+    pub const ALL: [&'static str; 6] = ["auto", "wgpu", "flex", "ndarray", "cuda", "tch"];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,6 +63,7 @@ impl BackendChoice {
             Self::Flex => "flex",
             Self::Ndarray => "ndarray",
             Self::Cuda => "cuda",
+            Self::Tch => "tch",
         }
     }
 }
@@ -66,11 +77,73 @@ impl std::str::FromStr for BackendChoice {
             "flex" => Ok(Self::Flex),
             "ndarray" => Ok(Self::Ndarray),
             "cuda" => Ok(Self::Cuda),
+            "tch" => Ok(Self::Tch),
             other => Err(format!(
                 "unknown backend `{other}`, expected one of {}",
                 Self::ALL.join(", ")
             )),
         }
+    }
+}
+
+/// `devices = [0, 1]` or `devices = "all"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Devices {
+    /// Indices into the backend's devices, the first one the main device (it holds the
+    /// optimiser and its batch-norm running statistics are the model's).
+    List(Vec<usize>),
+    /// Every device of the backend, found when the run starts.
+    All,
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Self::List(vec![0])
+    }
+}
+
+impl Devices {
+    pub fn is_single(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Serialize for Devices {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::List(v) => v.serialize(s),
+            Self::All => s.serialize_str("all"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Devices {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Devices;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#"a list of device indices such as [0, 1], or "all""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Devices, E> {
+                if v == "all" {
+                    Ok(Devices::All)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Devices, A::Error> {
+                let mut v = Vec::new();
+                while let Some(i) = seq.next_element::<usize>()? {
+                    v.push(i);
+                }
+                Ok(Devices::List(v))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 

@@ -684,3 +684,75 @@ fn metric_conventions_default_to_openood_and_check_their_settings() {
     let e = err(dir.path(), &with(r#"name = "hendrycks""#));
     assert!(e.contains("openood") && e.contains("mixoe"), "{e}");
 }
+
+#[test]
+fn devices_parse_as_a_list_or_all_and_bad_values_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let with =
+        |devices: &str| MINIMAL.replace("seed = 3", &format!("seed = 3\ndevices = {devices}"));
+
+    // The default is one device and stays out of the canonical text (and so of the hash).
+    let p = write(dir.path(), "one.toml", MINIMAL);
+    let one = load(&p, &[]).unwrap();
+    assert_eq!(one.config.devices, Devices::List(vec![0]));
+    assert!(!one.text.contains("devices"), "{}", one.text);
+    let zero = dir.path().join("zero");
+    fs::create_dir(&zero).unwrap();
+    let p = write(&zero, "one.toml", &with("[0]"));
+    assert_eq!(load(&p, &[]).unwrap().hash, one.hash);
+
+    let p = write(dir.path(), "two.toml", &with("[0, 1]"));
+    let two = load(&p, &[]).unwrap();
+    assert_eq!(two.config.devices, Devices::List(vec![0, 1]));
+    assert!(two.text.contains("devices = [0, 1]"), "{}", two.text);
+    assert_ne!(two.hash, one.hash);
+    let p = write(dir.path(), "all.toml", &with("\"all\""));
+    let all = load(&p, &[]).unwrap();
+    assert_eq!(all.config.devices, Devices::All);
+    assert_eq!(
+        toml::from_str::<ExperimentConfig>(&all.text).unwrap(),
+        all.config
+    );
+
+    let e = err(dir.path(), &with("2"));
+    assert!(e.contains("devices") && e.contains("[0, 1]"), "{e}");
+    let e = err(dir.path(), &with("\"every\""));
+    assert!(e.contains("devices") && e.contains("\"all\""), "{e}");
+    let e = err(dir.path(), &with("[0, -1]"));
+    assert!(e.contains("devices"), "{e}");
+    let e = err(dir.path(), &with("[]"));
+    assert!(e.contains("devices") && e.contains("at least one"), "{e}");
+    let e = err(dir.path(), &with("[1, 1]"));
+    assert!(e.contains("listed twice"), "{e}");
+    let e = err(
+        dir.path(),
+        &with("[0, 1, 2]").replace("batch_size = 32", "batch_size = 2"),
+    );
+    assert!(e.contains("data.batch_size >= 3"), "{e}");
+}
+
+#[test]
+fn data_parallel_refuses_objectives_with_batch_state_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let palm = MINIMAL.replace("seed = 3", "seed = 3\ndevices = [0, 1]")
+        + "\n[objective]\nname = \"palm\"\n";
+    let e = err(dir.path(), &palm);
+    assert!(
+        e.contains("devices") && e.contains("`palm`") && e.contains("prototypes"),
+        "{e}"
+    );
+    let npmix = MINIMAL.replace("seed = 3", "seed = 3\ndevices = \"all\"")
+        + "\n[objective]\nname = \"npmix\"\n";
+    let e = err(dir.path(), &npmix);
+    assert!(e.contains("`npmix`") && e.contains("queues"), "{e}");
+    // OE shards its outlier batch with the ID batch: allowed.
+    let oe = MINIMAL
+        .replace("seed = 3", "seed = 3\ndevices = [0, 1]")
+        .replace(
+            "batch_size = 32",
+            "batch_size = 32\noutlier_batch_size = 64",
+        )
+        + "\n[objective]\nname = \"oe\"\n";
+    let p = write(dir.path(), "oe.toml", &oe);
+    load(&p, &[]).unwrap();
+}

@@ -1,0 +1,204 @@
+//! Data-parallel training (`devices = [...]`) on CPU "devices" (replicas on flex): the same
+//! weights as one device with the same global batch, uneven shards included; resuming a
+//! data-parallel run is exact; batch norm keeps the main device's running statistics.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfig};
+use oodforge_core::rng::{Purpose, derived_seed};
+use oodforge_models::Classifier;
+use oodforge_train::{TrainOptions, checkpoint, resume, train};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// burn draws initial weights from the device's global RNG, which `train` seeds at start: runs
+/// in parallel test threads would interleave their draws. Every test holds this lock.
+static DEVICE_RNG: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// 3 classes x 20 images, batch 16: steps of 16, 16, 16 and 12 images, so three devices get
+/// uneven shards (6/5/5 and 4/4/4) and the last batch has other shares than the others.
+fn config(model: &str, objective: &str, devices: &str, epochs: usize) -> ResolvedConfig {
+    let text = format!(
+        r#"
+name = "dp"
+seed = 3
+backend = "flex"
+devices = {devices}
+[data]
+batch_size = 16
+eval_batch_size = 32
+outlier_batch_size = 12
+[data.source]
+kind = "synthetic"
+num_classes = 3
+train_per_class = 20
+test_per_class = 4
+ood_per_set = 4
+outliers = 48
+[model]
+{model}
+[objective]
+{objective}
+[optim]
+name = "sgd"
+lr = 0.05
+[train]
+epochs = {epochs}
+checkpoint_every = 1
+log_every = 1
+[eval]
+after_training = false
+"#
+    );
+    let cfg: ExperimentConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    config::resolve(cfg, Path::new("dp.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const VIT: &str = "backbone = \"vit\"\npatch_size = 8\ndim = 16\ndepth = 2\nheads = 2";
+const RESNET: &str = "backbone = \"resnet10\"\nwidth = 4";
+const OE: &str = "name = \"oe\"\noe_weight = 0.5";
+
+fn opts(out: &Path) -> TrainOptions {
+    TrainOptions {
+        out: Some(out.to_path_buf()),
+        backend: Some(BackendChoice::Flex),
+        ..Default::default()
+    }
+}
+
+struct Collect(Vec<f32>);
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0
+            .extend(param.val().into_data().try_to_vec::<f32>().unwrap());
+    }
+}
+
+/// Every float tensor of a run's last checkpoint (weights and batch-norm running statistics).
+fn final_weights(run: &Path, cfg: &ResolvedConfig) -> Vec<f32> {
+    let ckpt = checkpoint::latest(&run.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let model = Classifier::new(&cfg.config.model, 3, 32, &Device::flex());
+    let model = checkpoint::load_model(&ckpt, model).unwrap();
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
+fn trained(cfg: &ResolvedConfig, dir: &Path, name: &str) -> Vec<f32> {
+    let run = dir.join(name);
+    let out = train(cfg, &opts(&run)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(out.finished, "{name}");
+    final_weights(&run, cfg)
+}
+
+/// The step losses a run logged.
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "step")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A network without batch norm and a mean loss: N devices, each on its shard, must train to
+/// the weights of one device on the whole batch (the gradients are the same sums in another
+/// order, so within float tolerance). Plain CE on two and on three devices (uneven shards:
+/// 6/5/5 and 4/4/4 rows); OE on two, where the outlier batch (12) splits in the proportions of
+/// the ID batch (16 and 12), which is when its term is exact (see `parallel.rs`).
+#[test]
+fn several_devices_train_to_the_weights_of_one_with_the_same_global_batch() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, &[&str]); 2] = [
+        ("name = \"ce\"", "ce", &["[0, 1]", "[0, 1, 2]"]),
+        (OE, "oe", &["[0, 1]"]),
+    ];
+    for (objective, what, device_lists) in cases {
+        let one = trained(
+            &config(VIT, objective, "[0]", 2),
+            dir.path(),
+            &format!("{what}1"),
+        );
+        // The initial weights, drawn as `train` draws them.
+        let init = {
+            let cfg = config(VIT, objective, "[0]", 2);
+            let device = Device::flex().autodiff();
+            device.seed(derived_seed(cfg.config.seed, Purpose::Init, 0, 0));
+            let mut c = Collect(Vec::new());
+            Classifier::new(&cfg.config.model, 3, 32, &device).visit(&mut c);
+            c.0
+        };
+        // Not vacuous: training moved the weights well beyond the tolerance below.
+        assert!(
+            max_abs_diff(&one, &init) > 1e-2,
+            "{what}: weights did not move"
+        );
+        for devices in device_lists {
+            let name = format!("{what}{}", devices.len());
+            let many = trained(&config(VIT, objective, devices, 2), dir.path(), &name);
+            let d = max_abs_diff(&one, &many);
+            assert!(d < 2e-5, "{what}, devices {devices}: max |Δw| = {d}");
+            // The logged loss is the batch's, whatever the device count.
+            let (l1, ln) = (
+                losses(&dir.path().join(format!("{what}1"))),
+                losses(&dir.path().join(&name)),
+            );
+            assert_eq!(l1.len(), ln.len());
+            for (a, b) in l1.iter().zip(&ln) {
+                assert!(
+                    (a - b).abs() < 1e-4 * a.abs().max(1.0),
+                    "{what}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+/// With batch norm, each device normalises its shard with the shard's statistics (PyTorch DDP
+/// without SyncBN), so two devices train differently from one; the running statistics are the
+/// main device's. A two-device run stopped after an epoch and resumed ends with the weights and
+/// running statistics of an uninterrupted one.
+#[test]
+fn a_data_parallel_run_with_batch_norm_resumes_exactly() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(RESNET, "name = \"ce\"", "[0, 1]", 2);
+    let straight = trained(&cfg, dir.path(), "straight");
+    let one = trained(
+        &config(RESNET, "name = \"ce\"", "[0]", 2),
+        dir.path(),
+        "one",
+    );
+    // Per-device batch statistics: not the one-device result.
+    assert!(max_abs_diff(&straight, &one) > 1e-4);
+
+    let split = dir.path().join("split");
+    let first = train(
+        &cfg,
+        &TrainOptions {
+            stop_after: Some(1),
+            ..opts(&split)
+        },
+    )
+    .unwrap();
+    assert!(!first.finished);
+    let second = resume(&split, &opts(&split)).unwrap();
+    assert!(second.finished);
+    assert_eq!(final_weights(&split, &cfg), straight);
+}
