@@ -72,20 +72,19 @@ pub fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(h.finalize().into())
 }
 
-/// The stream of device `shard` of a data-parallel step keyed by (a, b). Shard 0, the main
-/// device, draws exactly what a one-device run draws; every other shard has its own stream, as
-/// every rank of a PyTorch DDP run has its own generator.
-pub fn shard_stream(seed: u64, purpose: Purpose, a: u64, b: u64, shard: u64) -> ChaCha8Rng {
-    if shard == 0 {
+/// The stream of device `shard` of a data-parallel step keyed by (a, b) (the device RNG of
+/// each further GPU). Shard 0, the main device, draws exactly what a one-device run draws.
+pub fn device_stream(seed: u64, purpose: Purpose, a: u64, b: u64, device: u64) -> ChaCha8Rng {
+    if device == 0 {
         return stream(seed, purpose, a, b);
     }
     let mut h = Sha256::new();
-    h.update(b"oodforge/v1/shard/");
+    h.update(b"oodforge/v1/device/");
     h.update(purpose.tag());
     h.update(seed.to_le_bytes());
     h.update(a.to_le_bytes());
     h.update(b.to_le_bytes());
-    h.update(shard.to_le_bytes());
+    h.update(device.to_le_bytes());
     ChaCha8Rng::from_seed(h.finalize().into())
 }
 

@@ -22,6 +22,7 @@ pub mod state;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use oodforge_core::config::{A2dDistance, MixOp, ObjectiveConfig};
 use oodforge_models::Classifier;
+use oodforge_models::data_parallel::Network;
 use rand::Rng;
 
 pub use state::{ObjectiveState, StateArray, StateError};
@@ -196,7 +197,15 @@ impl Objective {
     }
 
     /// One training step: forward pass(es) and loss. `rng` is this step's seeded stream.
-    pub fn step(&mut self, model: &Classifier, input: StepInput, rng: &mut impl Rng) -> StepOutput {
+    /// `model` is a [`Classifier`], or a [`DataParallel`](oodforge_models::data_parallel::DataParallel)
+    /// one whose forward passes are scattered over devices and gathered; either way the loss is
+    /// computed here on the outputs of the whole batch.
+    pub fn step(
+        &mut self,
+        model: &impl Network,
+        input: StepInput,
+        rng: &mut impl Rng,
+    ) -> StepOutput {
         let StepInput {
             images,
             labels,
@@ -343,8 +352,8 @@ impl Objective {
                     let draws = bank.draw(*neighbour_classes, *beta_a, *beta_b, rng);
                     let outliers =
                         npmix::rows_tensor(&bank.synthesize(&neighbours, &draws), &out.features);
-                    let logits = model.forward_head(outliers.clone());
-                    let ent = match model.forward_aux_head(outliers) {
+                    let logits = model.classifier().forward_head(outliers.clone());
+                    let ent = match model.classifier().forward_aux_head(outliers) {
                         None => npmix::neg_normalized_entropy(logits),
                         Some(aux) => {
                             let a2d =
@@ -478,7 +487,7 @@ impl Objective {
 
 /// One forward pass over `[ID; outliers]` (OE, energy OE), split back into the two logit blocks.
 fn joint_forward(
-    model: &Classifier,
+    model: &impl Network,
     images: Tensor<4>,
     outliers: Option<Tensor<4>>,
     n_in: usize,

@@ -5,6 +5,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod data_parallel;
 pub mod error;
 pub mod import;
 pub mod mil;

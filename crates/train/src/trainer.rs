@@ -445,32 +445,39 @@ fn execute(
         let mut stopped = None;
         for (k, batch) in (skip..).zip(batches) {
             let lr = schedule.lr(step);
-            // The objective's forward and backward pass(es), on every device's share of the
-            // batch; the gradients come back summed on the main device.
+            // The objective's forward pass(es), scattered over the devices of a data-parallel
+            // run, its loss on the whole batch, and the gradients summed on the main device.
             let key = StepKey {
                 seed: cfg.seed,
                 epoch,
                 step,
             };
             let StepOutcome {
-                loss: loss_value,
-                terms,
-                hits: batch_hits,
+                loss,
+                logits,
+                labels: y,
                 rows: n,
                 grads,
             } = parallel::step(&model, &mut objective, &devices, batch?, key);
+            let hits = logits.argmax(1).reshape([n]).equal(y).int().sum();
+            let loss_value = scalar(loss.total.clone());
             let norm_value = grad_norm(&model, &grads);
             if !loss_value.is_finite() || !norm_value.is_finite() {
+                let pieces = loss
+                    .terms
+                    .iter()
+                    .map(|(name, t)| (*name, scalar(t.clone())));
                 return Err(non_finite(
                     (loss_value, norm_value),
                     (epoch, step),
-                    terms,
+                    pieces.collect(),
                     last_checkpoint.as_deref(),
                     dir,
                 ));
             }
             model = optim.step(lr, model, grads);
             loss_sum += f64::from(loss_value) * n as f64;
+            let batch_hits = scalar(hits.float()) as usize;
             correct += batch_hits;
             seen += n;
             images_seen += n;
@@ -481,8 +488,8 @@ fn execute(
                     "grad_norm": norm_value, "accuracy": batch_hits as f64 / n as f64,
                     "images_per_s": seen as f64 / (earlier_seconds + epoch_start.elapsed().as_secs_f64()),
                 });
-                for (name, term) in &terms {
-                    line[*name] = json!(term);
+                for (name, term) in &loss.terms {
+                    line[*name] = json!(scalar(term.clone()));
                 }
                 log.write(&line)?;
             }

@@ -1,6 +1,6 @@
 //! Data-parallel training (`devices = [...]`) on CPU "devices" (replicas on flex): the same
-//! weights as one device with the same global batch, uneven shards included; resuming a
-//! data-parallel run is exact; batch norm keeps the main device's running statistics.
+//! weights as one device with the same global batch, for every image objective and uneven
+//! chunks; with batch norm, per-device statistics, and resuming a data-parallel run is exact.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
@@ -22,6 +22,16 @@ fn serial() -> MutexGuard<'static, ()> {
 /// 3 classes x 20 images, batch 16: steps of 16, 16, 16 and 12 images, so three devices get
 /// uneven shards (6/5/5 and 4/4/4) and the last batch has other shares than the others.
 fn config(model: &str, objective: &str, devices: &str, epochs: usize) -> ResolvedConfig {
+    config_with(model, objective, OUTLIERS, devices, epochs)
+}
+
+fn config_with(
+    model: &str,
+    objective: &str,
+    data: &str,
+    devices: &str,
+    epochs: usize,
+) -> ResolvedConfig {
     let text = format!(
         r#"
 name = "dp"
@@ -31,7 +41,7 @@ devices = {devices}
 [data]
 batch_size = 16
 eval_batch_size = 32
-outlier_batch_size = 12
+{data}
 [data.source]
 kind = "synthetic"
 num_classes = 3
@@ -60,6 +70,7 @@ after_training = false
 
 const VIT: &str = "backbone = \"vit\"\npatch_size = 8\ndim = 16\ndepth = 2\nheads = 2";
 const RESNET: &str = "backbone = \"resnet10\"\nwidth = 4";
+const OUTLIERS: &str = "outlier_batch_size = 12";
 const OE: &str = "name = \"oe\"\noe_weight = 0.5";
 
 fn opts(out: &Path) -> TrainOptions {
@@ -116,28 +127,48 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// A network without batch norm and a mean loss: N devices, each on its shard, must train to
-/// the weights of one device on the whole batch (the gradients are the same sums in another
-/// order, so within float tolerance). Plain CE on two and on three devices (uneven shards:
-/// 6/5/5 and 4/4/4 rows); OE on two, where the outlier batch (12) splits in the proportions of
-/// the ID batch (16 and 12), which is when its term is exact (see `parallel.rs`).
+/// A network without batch norm: N devices must train to the weights of one device on the
+/// same global batch (the forward passes are scattered and gathered, the loss is the whole
+/// batch's, so only the order of float sums differs), for every image objective, its
+/// batch-level state included (PALM's prototypes, NP-Mix's queues), and with uneven chunks
+/// (16 rows over 3 devices: 6/6/4; OE's joint forward of 16 + 12 rows: 10/10/8).
 #[test]
 fn several_devices_train_to_the_weights_of_one_with_the_same_global_batch() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str, &[&str]); 2] = [
-        ("name = \"ce\"", "ce", &["[0, 1]", "[0, 1, 2]"]),
-        (OE, "oe", &["[0, 1]"]),
+    let vit_projection = format!("{VIT}\nprojection = {{ hidden = 16, dim = 8 }}");
+    let vit_two_heads = format!("{VIT}\nprediction_heads = 2");
+    let cases: [(&str, &str, &str, &str); 5] = [
+        ("ce", VIT, "name = \"ce\"", ""),
+        ("oe", VIT, OE, OUTLIERS),
+        (
+            "mixoe",
+            VIT,
+            "name = \"mixoe\"\nmix_op = \"mixup\"",
+            "outlier_batch_size = 16",
+        ),
+        (
+            "palm",
+            &vit_projection,
+            "name = \"palm\"\nprototypes_per_class = 2\ntop_k = 2",
+            "views = 2",
+        ),
+        (
+            "npmix",
+            &vit_two_heads,
+            "name = \"npmix\"\nqueue_size = 8\nstart_epoch = 0\na2d_weight = 0.5\na2d_outlier_weight = 0.5",
+            "",
+        ),
     ];
-    for (objective, what, device_lists) in cases {
+    for (what, model, objective, data) in cases {
         let one = trained(
-            &config(VIT, objective, "[0]", 2),
+            &config_with(model, objective, data, "[0]", 2),
             dir.path(),
             &format!("{what}1"),
         );
         // The initial weights, drawn as `train` draws them.
         let init = {
-            let cfg = config(VIT, objective, "[0]", 2);
+            let cfg = config_with(model, objective, data, "[0]", 2);
             let device = Device::flex().autodiff();
             device.seed(derived_seed(cfg.config.seed, Purpose::Init, 0, 0));
             let mut c = Collect(Vec::new());
@@ -149,9 +180,10 @@ fn several_devices_train_to_the_weights_of_one_with_the_same_global_batch() {
             max_abs_diff(&one, &init) > 1e-2,
             "{what}: weights did not move"
         );
-        for devices in device_lists {
+        for devices in ["[0, 1]", "[0, 1, 2]"] {
             let name = format!("{what}{}", devices.len());
-            let many = trained(&config(VIT, objective, devices, 2), dir.path(), &name);
+            let cfg = config_with(model, objective, data, devices, 2);
+            let many = trained(&cfg, dir.path(), &name);
             let d = max_abs_diff(&one, &many);
             assert!(d < 2e-5, "{what}, devices {devices}: max |Δw| = {d}");
             // The logged loss is the batch's, whatever the device count.

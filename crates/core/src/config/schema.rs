@@ -17,10 +17,10 @@ pub struct ExperimentConfig {
     /// Which compute backend runs the network.
     #[serde(default)]
     pub backend: BackendChoice,
-    /// Data-parallel training: the backend's devices that each train on a share of every
-    /// batch (`[0, 1, 2, 3]` or `"all"`); `[0]`, the default, is one device. Part of the
-    /// experiment (and its hash) because batch-norm statistics are per device, as in PyTorch
-    /// DDP. Left out of the resolved text when it is the default, so single-device configs
+    /// Data-parallel training (`torch.nn.DataParallel`): the backend's devices that each run a
+    /// chunk of every forward pass (`[0, 1, 2, 3]` or `"all"`); `[0]`, the default, is one
+    /// device. Part of the experiment (and its hash) because batch-norm statistics are per
+    /// device. Left out of the resolved text when it is the default, so single-device configs
     /// keep the hashes they had before this key existed.
     #[serde(default, skip_serializing_if = "Devices::is_single")]
     pub devices: Devices,

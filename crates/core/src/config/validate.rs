@@ -733,91 +733,31 @@ pub(super) fn check(c: &ExperimentConfig) -> Vec<(String, String)> {
     out
 }
 
-/// Data-parallel training splits every batch into per-device shards and averages their
-/// gradients; that is exact only for objectives whose loss is a mean over independent samples
-/// with no state built from the batch. The others are refused with what they would need.
+/// `devices`: a non-empty list of distinct indices, or "all". Every objective runs
+/// data-parallel (its loss sees the gathered outputs of the whole batch); feature bags do not
+/// (their trainer steps one bag at a time).
 fn check_devices(bad: &mut impl FnMut(&str, String), c: &ExperimentConfig) {
-    let count = match &c.devices {
-        Devices::All => None,
-        Devices::List(list) => {
-            if list.is_empty() {
-                bad(
-                    "devices",
-                    "[] is not allowed, expected at least one device index such as [0]".into(),
-                );
-                return;
-            }
-            let mut sorted = list.clone();
-            sorted.sort_unstable();
-            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-                bad(
-                    "devices",
-                    format!("device {} is listed twice, expected distinct indices", w[0]),
-                );
-            }
-            Some(list.len())
+    if let Devices::List(list) = &c.devices {
+        if list.is_empty() {
+            bad(
+                "devices",
+                "[] is not allowed, expected at least one device index such as [0]".into(),
+            );
+            return;
         }
-    };
-    if count == Some(1) {
-        return;
-    }
-    let why = match &c.objective {
-        ObjectiveConfig::Palm { .. } => Some(
-            "PALM's prototypes are an EMA over the features of the whole batch (METHODS §PALM); per-device shards would update them from part of it",
-        ),
-        ObjectiveConfig::NpMix { .. } => Some(
-            "NP-Mix's feature queues and nearest-neighbour draws are built from the whole batch (METHODS §NP-Mix); per-device shards would see part of it",
-        ),
-        ObjectiveConfig::Aem { .. } => {
-            Some("AEM trains attention-MIL models on one bag per step; there is no batch to split")
+        let mut sorted = list.clone();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            bad(
+                "devices",
+                format!("device {} is listed twice, expected distinct indices", w[0]),
+            );
         }
-        _ => None,
-    };
-    if let Some(why) = why {
-        bad(
-            "devices",
-            format!(
-                "data-parallel training is not supported for objective `{}`: {why}; train it on one device (devices = [0])",
-                c.objective.name()
-            ),
-        );
     }
-    if c.data.source.is_bags() {
+    if !c.devices.is_single() && c.data.source.is_bags() {
         bad(
             "devices",
-            "data-parallel training is not supported for feature bags (one bag per step); expected devices = [0]".into(),
-        );
-    }
-    if c.data.views > 1 {
-        bad(
-            "devices",
-            format!(
-                "data-parallel training with data.views = {} is not supported: the views of an image would land on different devices; expected devices = [0]",
-                c.data.views
-            ),
-        );
-    }
-    if let Some(n) = count
-        && c.objective.uses_outliers()
-        && c.data.outlier_batch_size < n
-    {
-        bad(
-            "devices",
-            format!(
-                "{n} devices need data.outlier_batch_size >= {n} (the outlier batch is split like the ID batch), got {}",
-                c.data.outlier_batch_size
-            ),
-        );
-    }
-    if let Some(n) = count
-        && c.data.batch_size < n
-    {
-        bad(
-            "devices",
-            format!(
-                "{n} devices need data.batch_size >= {n} (every device trains on a share of each batch), got {}",
-                c.data.batch_size
-            ),
+            "data-parallel training is not supported for feature bags (the MIL trainer steps one bag at a time); expected devices = [0]".into(),
         );
     }
 }
