@@ -48,9 +48,9 @@ pub enum BackendError {
         listed: String,
     },
     #[error(
-        "devices: data-parallel training on wgpu needs hardware GPUs; this machine has only the software adapter {0}\n  hint: use devices = [0]"
+        "devices: data-parallel training on wgpu runs on discrete GPUs, and this machine has none (adapters: {0})\n  hint: use devices = [0]"
     )]
-    SoftwareMultiDevice(String),
+    NoDiscreteGpus(String),
 }
 
 /// One wgpu adapter as the driver describes it.
@@ -226,7 +226,8 @@ pub fn data_parallel(
                 .filter(|a| a.device_type == "DiscreteGpu")
                 .collect();
             if hardware.is_empty() {
-                return Err(BackendError::SoftwareMultiDevice(selected.adapter.clone()));
+                let names: Vec<String> = wgpu_adapters().iter().map(|a| a.to_string()).collect();
+                return Err(BackendError::NoDiscreteGpus(names.join("; ")));
             }
             // Adapters are listed once per graphics API; burn indexes the discrete GPUs of
             // the API it picks, so the count is that of the first API listed.
@@ -451,6 +452,45 @@ mod tests {
         assert!(matches!(config.autotune.level, AutotuneLevel::Balanced));
         assert!(!config.autotune.disable_cache);
         assert!(matches!(config.environment.path, CacheConfig::Target));
+    }
+
+    /// On the CPU every index names the one processor: N indices are N replicas on it, "all"
+    /// is one device, and the default leaves the selection as it was.
+    #[test]
+    fn data_parallel_devices_on_the_cpu() {
+        use crate::config::Devices;
+        let mut b = select(BackendChoice::Flex).unwrap();
+        let one = data_parallel(&mut b, &Devices::default()).unwrap();
+        assert_eq!(one.len(), 1);
+        assert!(!b.adapter.contains("data-parallel"), "{}", b.adapter);
+        let three = data_parallel(&mut b, &Devices::List(vec![0, 1, 2])).unwrap();
+        assert_eq!(three.len(), 3);
+        assert!(three.iter().all(|d| *d == Device::flex()));
+        assert!(b.adapter.contains("data-parallel over 3"), "{}", b.adapter);
+        let mut b = select(BackendChoice::Flex).unwrap();
+        assert_eq!(data_parallel(&mut b, &Devices::All).unwrap().len(), 1);
+    }
+
+    /// wgpu data parallelism needs discrete GPUs; a software adapter (CI's lavapipe) is an
+    /// error naming the adapters, not N replicas on the CPU through Vulkan.
+    #[test]
+    fn data_parallel_on_software_wgpu_is_an_error() {
+        use crate::config::Devices;
+        let adapters = wgpu_adapters();
+        if adapters.is_empty() || adapters.iter().any(|a| !a.is_cpu) {
+            eprintln!(
+                "SKIPPED data_parallel_on_software_wgpu_is_an_error: no software-only wgpu adapters"
+            );
+            return;
+        }
+        let mut b = select(BackendChoice::Wgpu).unwrap();
+        let e = data_parallel(&mut b, &Devices::List(vec![0, 1]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("discrete GPUs") && e.contains(&adapters[0].name),
+            "{e}"
+        );
     }
 
     #[cfg(feature = "ndarray")]
