@@ -2,12 +2,15 @@
 //! weights as one device with the same global batch, for every image objective and uneven
 //! chunks; with batch norm, per-device statistics, and resuming a data-parallel run is exact.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
-use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfig};
+mod common;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use common::{Collect, final_weights, opts};
+use oodforge_core::config::{self, ExperimentConfig, ResolvedConfig};
 use oodforge_core::rng::{Purpose, derived_seed};
 use oodforge_models::Classifier;
-use oodforge_train::{TrainOptions, checkpoint, resume, train};
+use oodforge_train::{TrainOptions, resume, train};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -20,7 +23,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// 3 classes x 20 images, batch 16: steps of 16, 16, 16 and 12 images, so three devices get
-/// uneven shards (6/5/5 and 4/4/4) and the last batch has other shares than the others.
+/// uneven chunks (6/6/4, and 4/4/4 for the last batch).
 fn config(model: &str, objective: &str, devices: &str, epochs: usize) -> ResolvedConfig {
     config_with(model, objective, OUTLIERS, devices, epochs)
 }
@@ -72,34 +75,6 @@ const VIT: &str = "backbone = \"vit\"\npatch_size = 8\ndim = 16\ndepth = 2\nhead
 const RESNET: &str = "backbone = \"resnet10\"\nwidth = 4";
 const OUTLIERS: &str = "outlier_batch_size = 12";
 const OE: &str = "name = \"oe\"\noe_weight = 0.5";
-
-fn opts(out: &Path) -> TrainOptions {
-    TrainOptions {
-        out: Some(out.to_path_buf()),
-        backend: Some(BackendChoice::Flex),
-        ..Default::default()
-    }
-}
-
-struct Collect(Vec<f32>);
-impl ModuleVisitor for Collect {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0
-            .extend(param.val().into_data().try_to_vec::<f32>().unwrap());
-    }
-}
-
-/// Every float tensor of a run's last checkpoint (weights and batch-norm running statistics).
-fn final_weights(run: &Path, cfg: &ResolvedConfig) -> Vec<f32> {
-    let ckpt = checkpoint::latest(&run.join("checkpoints"))
-        .unwrap()
-        .unwrap();
-    let model = Classifier::new(&cfg.config.model, 3, 32, &Device::flex());
-    let model = checkpoint::load_model(&ckpt, model).unwrap();
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
-}
 
 fn trained(cfg: &ResolvedConfig, dir: &Path, name: &str) -> Vec<f32> {
     let run = dir.join(name);
@@ -202,9 +177,9 @@ fn several_devices_train_to_the_weights_of_one_with_the_same_global_batch() {
     }
 }
 
-/// With batch norm, each device normalises its shard with the shard's statistics (PyTorch DDP
-/// without SyncBN), so two devices train differently from one; the running statistics are the
-/// main device's. A two-device run stopped after an epoch and resumed ends with the weights and
+/// With batch norm, each device normalises its chunk with the chunk's statistics (as
+/// `torch.nn.DataParallel`; no SyncBN), so two devices train differently from one; the running
+/// statistics are the main device's. A two-device run stopped after an epoch and resumed ends with the weights and
 /// running statistics of an uninterrupted one.
 #[test]
 fn a_data_parallel_run_with_batch_norm_resumes_exactly() {

@@ -1,8 +1,11 @@
 //! End-to-end runs on tiny generated data: the run folder's files, stopping and resuming, and
 //! `eval` of a finished run.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Tensor};
+mod common;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use common::{Collect, final_weights, opts};
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfig};
 use oodforge_models::Classifier;
 use oodforge_testutil::metrics_lines;
@@ -46,34 +49,6 @@ log_every = 2
     );
     let cfg: ExperimentConfig = toml::from_str(&text).unwrap();
     config::resolve(cfg, Path::new("tiny.toml")).unwrap()
-}
-
-fn opts(out: &Path) -> TrainOptions {
-    TrainOptions {
-        out: Some(out.to_path_buf()),
-        backend: Some(BackendChoice::Flex),
-        ..Default::default()
-    }
-}
-
-struct Collect(Vec<f32>);
-impl ModuleVisitor for Collect {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0
-            .extend(param.val().into_data().try_to_vec::<f32>().unwrap());
-    }
-}
-
-/// Every float tensor of the last checkpoint (weights and BatchNorm running statistics).
-fn final_weights(run: &Path, cfg: &ResolvedConfig) -> Vec<f32> {
-    let ckpt = checkpoint::latest(&run.join("checkpoints"))
-        .unwrap()
-        .unwrap();
-    let model = Classifier::new(&cfg.config.model, 3, 32, &Device::flex());
-    let model = checkpoint::load_model(&ckpt, model).unwrap();
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
 }
 
 #[test]
