@@ -58,7 +58,10 @@ impl Network for DataParallel<'_> {
         if chunks.len() == 1 {
             return self.main.forward(x);
         }
-        let outputs: Vec<Output> = chunks
+        // Every replica's forward pass is queued before any output is moved: on GPU backends
+        // the kernels run asynchronously, and moving an output waits for its device, so the
+        // devices compute at the same time only if the moves come after all the launches.
+        let parts: Vec<Output> = chunks
             .into_iter()
             .enumerate()
             .map(|(k, rows)| {
@@ -67,11 +70,11 @@ impl Network for DataParallel<'_> {
                     self.main.forward(part)
                 } else {
                     let (replica, on) = &self.replicas[k - 1];
-                    let out = with_frozen_running_stats(|| replica.forward(part.to_device(on)));
-                    to_device(out, &device)
+                    with_frozen_running_stats(|| replica.forward(part.to_device(on)))
                 }
             })
             .collect();
+        let outputs = parts.into_iter().map(|o| to_device(o, &device)).collect();
         gather(outputs)
     }
 
