@@ -12,8 +12,9 @@
 //! - One backward pass reaches every replica's parameters through the gathers. Their
 //!   gradients are moved to the main device and summed there, where the optimiser steps.
 //!
-//! The replicas' forward passes are issued one after the other from this thread. On GPU
-//! backends each device runs its kernels asynchronously, so the devices overlap; on CPU
+//! The replicas' forward passes are issued one after the other from this thread, all before
+//! any output is gathered. On GPU backends each device runs its kernels asynchronously, so the
+//! devices overlap (the backward pass, in burn's graph order, less so); on CPU
 //! backends every "device" is the same processor, so the result is that of several GPUs with no
 //! speed-up. That is what the tests use.
 
