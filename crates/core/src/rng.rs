@@ -63,28 +63,27 @@ pub fn uniform_noise(len: usize, seed: u64) -> Vec<f32> {
 
 /// A ChaCha8 stream keyed by SHA-256 of (seed, purpose, a, b).
 pub fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> ChaCha8Rng {
-    let mut h = Sha256::new();
-    h.update(b"oodforge/v1/");
-    h.update(purpose.tag());
-    h.update(seed.to_le_bytes());
-    h.update(a.to_le_bytes());
-    h.update(b.to_le_bytes());
-    ChaCha8Rng::from_seed(h.finalize().into())
+    keyed(b"oodforge/v1/", purpose, seed, &[a, b])
 }
 
-/// The stream of device `shard` of a data-parallel step keyed by (a, b) (the device RNG of
-/// each further GPU). Shard 0, the main device, draws exactly what a one-device run draws.
+/// The stream of device `device` of a data-parallel step keyed by (a, b) (the device RNG of
+/// each further GPU). Device 0, the main one, draws exactly what a one-device run draws.
 pub fn device_stream(seed: u64, purpose: Purpose, a: u64, b: u64, device: u64) -> ChaCha8Rng {
     if device == 0 {
         return stream(seed, purpose, a, b);
     }
+    keyed(b"oodforge/v1/device/", purpose, seed, &[a, b, device])
+}
+
+/// SHA-256 of (domain, purpose, seed, keys...) as a ChaCha8 seed.
+fn keyed(domain: &[u8], purpose: Purpose, seed: u64, keys: &[u64]) -> ChaCha8Rng {
     let mut h = Sha256::new();
-    h.update(b"oodforge/v1/device/");
+    h.update(domain);
     h.update(purpose.tag());
     h.update(seed.to_le_bytes());
-    h.update(a.to_le_bytes());
-    h.update(b.to_le_bytes());
-    h.update(device.to_le_bytes());
+    for k in keys {
+        h.update(k.to_le_bytes());
+    }
     ChaCha8Rng::from_seed(h.finalize().into())
 }
 

@@ -33,9 +33,9 @@ thread_local! {
 
 /// Run `f` with training-mode batch norm that normalises with the batch statistics but leaves
 /// the running statistics alone. Data-parallel training runs the replicas of the devices other
-/// than the main one under it: like PyTorch DDP (`broadcast_buffers=True`), the model's running
-/// statistics are those of the main device's shard. (burn's `RunningState` is shared by every
-/// clone and fork of a module, so the replicas would otherwise write the main model's.)
+/// than the main one under it: as in `torch.nn.DataParallel`, the model's running statistics
+/// are those of the main device's chunk. (burn's `RunningState` is shared by every clone and
+/// fork of a module, so the replicas would otherwise write the main model's.)
 pub fn with_frozen_running_stats<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
     impl Drop for Reset {
@@ -87,11 +87,11 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
             burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
         (r.output, r.mean, r.variance)
     };
-    // With one value per channel the unbiased variance is undefined (PyTorch refuses such a
-    // batch); the biased one (0) is kept rather than writing NaN into the running statistics.
     if RUNNING_STATS_FROZEN.get() {
         return output;
     }
+    // With one value per channel the unbiased variance is undefined (PyTorch refuses such a
+    // batch); the biased one (0) is kept rather than writing NaN into the running statistics.
     let n = (batch * h * w) as f64;
     let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
     // burn-nn `BatchNorm::forward_train`, with the unbiased variance.

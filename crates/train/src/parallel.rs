@@ -91,38 +91,33 @@ pub(crate) fn step(
     // The objective runs the forward pass(es) and draws from this step's own stream.
     let mut rng = stream(seed, Purpose::Objective, epoch, step);
 
-    if devices.len() == 1 {
+    let (out, grads) = if devices.len() == 1 {
         let out = objective.step(model, input, &mut rng);
         let grads = GradientsParams::from_grads(out.loss.total.backward(), model);
-        return StepOutcome {
-            loss: out.loss,
-            logits: out.logits,
-            labels: y,
-            rows: n,
-            grads,
-        };
-    }
-
-    let replicas: Vec<(Classifier, Device)> = devices[1..]
-        .iter()
-        .map(|d| (model.clone().fork(d), d.clone()))
-        .collect();
-    let out = objective.step(&DataParallel::new(model, &replicas), input, &mut rng);
-    let mut all = out.loss.total.backward();
-    let mut accumulator = GradientsAccumulator::new();
-    accumulator.accumulate(model, GradientsParams::from_module(&mut all, model));
-    for (replica, _) in &replicas {
-        let grads = GradientsParams::from_module(&mut all, replica);
-        accumulator.accumulate(model, grads.to_device(main, model));
-    }
-    // burn's running statistics (`RunningState`) are shared by a module and its forks, and
-    // forking moved their value to the last device: bring it back to the main device.
-    let _ = model.clone().to_device(main);
+        (out, grads)
+    } else {
+        let replicas: Vec<(Classifier, Device)> = devices[1..]
+            .iter()
+            .map(|d| (model.clone().fork(d), d.clone()))
+            .collect();
+        let out = objective.step(&DataParallel::new(model, &replicas), input, &mut rng);
+        let mut all = out.loss.total.backward();
+        let mut accumulator = GradientsAccumulator::new();
+        accumulator.accumulate(model, GradientsParams::from_module(&mut all, model));
+        for (replica, _) in &replicas {
+            let grads = GradientsParams::from_module(&mut all, replica);
+            accumulator.accumulate(model, grads.to_device(main, model));
+        }
+        // burn's running statistics (`RunningState`) are shared by a module and its forks, and
+        // forking moved their value to the last device: bring it back to the main device.
+        let _ = model.clone().to_device(main);
+        (out, accumulator.grads())
+    };
     StepOutcome {
         loss: out.loss,
         logits: out.logits,
         labels: y,
         rows: n,
-        grads: accumulator.grads(),
+        grads,
     }
 }
