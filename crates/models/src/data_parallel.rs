@@ -140,6 +140,11 @@ fn gather(outputs: Vec<Output>) -> Output {
 mod tests {
     use super::*;
     use burn::module::Module;
+    use oodforge_testutil::max_abs_diff;
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
 
     #[test]
     fn chunks_follow_torch_chunk() {
@@ -185,15 +190,7 @@ mod tests {
         let many = DataParallel::new(&model, &replicas).forward(x);
         let close = |a: Tensor<2>, b: Tensor<2>, what: &str| {
             assert_eq!(a.dims(), b.dims(), "{what}");
-            let (a, b) = (
-                a.into_data().try_to_vec::<f32>().unwrap(),
-                b.into_data().try_to_vec::<f32>().unwrap(),
-            );
-            let d = a
-                .iter()
-                .zip(&b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max);
+            let d = max_abs_diff(&values(a), &values(b));
             assert!(d < 1e-5, "{what}: {d}");
         };
         close(one.logits, many.logits, "logits");
@@ -256,15 +253,7 @@ mod tests {
         let alone0 = first.forward(x.clone().narrow(0, 0, 3)).logits;
         let alone1 = fresh().forward(x.narrow(0, 3, 3)).logits;
         let expected = Tensor::cat(vec![alone0, alone1], 0);
-        let (a, b) = (
-            gathered.into_data().try_to_vec::<f32>().unwrap(),
-            expected.into_data().try_to_vec::<f32>().unwrap(),
-        );
-        let d = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let d = max_abs_diff(&values(gathered), &values(expected));
         assert!(d < 1e-5, "per-chunk batch norm: {d}");
 
         // `valid()` folds the pending running-statistics updates in.
@@ -274,12 +263,7 @@ mod tests {
             c.0
         };
         let (ours, chunk0) = (buffers(&model), buffers(&first));
-        assert_eq!(ours.len(), chunk0.len());
-        let d = ours
-            .iter()
-            .zip(&chunk0)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let d = max_abs_diff(&ours, &chunk0);
         assert!(d < 1e-6, "running statistics: {d}");
         // Not vacuous: the forward pass moved the running statistics.
         let untouched = buffers(&fresh());

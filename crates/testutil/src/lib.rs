@@ -105,6 +105,15 @@ pub fn named_arrays(v: &Value) -> Vec<(String, Vec<usize>, Vec<f64>)> {
         .collect()
 }
 
+/// The largest element-wise `|a - b|` of two equally long slices (weights, logits).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// `|a - b| <= atol + rtol * |b|`, NaN equal to NaN, same-signed infinities equal.
 pub fn close(a: f64, b: f64, rtol: f64, atol: f64) -> bool {
     if a.is_nan() || b.is_nan() {

@@ -10,6 +10,7 @@ use common::{Collect, final_weights, opts};
 use oodforge_core::config::{self, ExperimentConfig, ResolvedConfig};
 use oodforge_core::rng::{Purpose, derived_seed};
 use oodforge_models::Classifier;
+use oodforge_testutil::{max_abs_diff, metrics_lines};
 use oodforge_train::{TrainOptions, resume, train};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -85,21 +86,11 @@ fn trained(cfg: &ResolvedConfig, dir: &Path, name: &str) -> Vec<f32> {
 
 /// The step losses a run logged.
 fn losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    metrics_lines(run)
+        .into_iter()
         .filter(|v| v["kind"] == "step")
         .map(|v| v["loss"].as_f64().unwrap())
         .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// A network without batch norm: N devices must train to the weights of one device on the
@@ -179,8 +170,8 @@ fn several_devices_train_to_the_weights_of_one_with_the_same_global_batch() {
 
 /// With batch norm, each device normalises its chunk with the chunk's statistics (as
 /// `torch.nn.DataParallel`; no SyncBN), so two devices train differently from one; the running
-/// statistics are the main device's. A two-device run stopped after an epoch and resumed ends with the weights and
-/// running statistics of an uninterrupted one.
+/// statistics are the main device's. A two-device run stopped after an epoch and resumed ends
+/// with the weights and running statistics of an uninterrupted one.
 #[test]
 fn a_data_parallel_run_with_batch_norm_resumes_exactly() {
     let _serial = serial();
