@@ -228,6 +228,7 @@ OPS = [
     ("conv1x1_s2_64_128", 64, 128, 1, 2, 32),
     ("batchnorm_64", 64, 64, 0, 1, 32),
     ("relu_64", 64, 64, 0, 1, 32),
+    ("batchnorm_relu_64", 64, 64, 0, 1, 32),
 ]
 
 
@@ -238,7 +239,9 @@ def ops(batch, device_name, warmup, steps, threads, channels_last):
     device = torch.device(device_name)
     rows = []
     for name, cin, cout, k, stride, side in OPS:
-        if name.startswith("batchnorm"):
+        if name.startswith("batchnorm_relu"):
+            layer = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU())
+        elif name.startswith("batchnorm"):
             layer = nn.BatchNorm2d(cin)
         elif name.startswith("relu"):
             layer = nn.ReLU()

@@ -197,7 +197,7 @@ pub struct OpMeasurement {
 /// 3x3 convolutions of each stage (stride 1), the stride-2 entry of stage 2, its 1x1 shortcut,
 /// batch norm and ReLU at stage 1's size. Name, input channels, output channels, kernel,
 /// stride, input side.
-pub const OPS: [(&str, usize, usize, usize, usize, usize); 8] = [
+pub const OPS: [(&str, usize, usize, usize, usize, usize); 9] = [
     ("conv3x3_64", 64, 64, 3, 1, 32),
     ("conv3x3_128", 128, 128, 3, 1, 16),
     ("conv3x3_256", 256, 256, 3, 1, 8),
@@ -206,6 +206,7 @@ pub const OPS: [(&str, usize, usize, usize, usize, usize); 8] = [
     ("conv1x1_s2_64_128", 64, 128, 1, 2, 32),
     ("batchnorm_64", 64, 64, 0, 1, 32),
     ("relu_64", 64, 64, 0, 1, 32),
+    ("batchnorm_relu_64", 64, 64, 0, 1, 32),
 ];
 
 /// Time each layer of [`OPS`] at `batch` on `backend`: forward of the inference layer, and
@@ -235,7 +236,13 @@ pub fn measure_ops(
                     let bn = BatchNormConfig::new(cin).init(&device);
                     Box::new(move |x| oodforge_models::batch_norm::batch_norm(&bn, x))
                 }
-                "relu_64" => Box::new(burn::tensor::activation::relu),
+                // The ReLU the models call after a residual sum, and the batch norm + ReLU
+                // they call everywhere else (fused on flex).
+                "relu_64" => Box::new(oodforge_models::activation::relu),
+                "batchnorm_relu_64" => {
+                    let bn = BatchNormConfig::new(cin).init(&device);
+                    Box::new(move |x| oodforge_models::batch_norm::batch_norm_relu(&bn, x))
+                }
                 _ => {
                     let pad = k / 2;
                     let conv = Conv2dConfig::new([cin, cout], [k, k])

@@ -371,7 +371,8 @@ fn bench_ops_writes_one_row_per_layer() {
             "conv3x3_s2_64_128",
             "conv1x1_s2_64_128",
             "batchnorm_64",
-            "relu_64"
+            "relu_64",
+            "batchnorm_relu_64"
         ]
     );
     for r in rows {

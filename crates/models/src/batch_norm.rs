@@ -14,6 +14,11 @@
 //! are accumulated in f64. The running statistics are updated as PyTorch does (unbiased
 //! variance; see [`batch_norm`]). Other backends and f64 / f16 tensors train through burn's
 //! `batch_norm_train`; frozen layers and inference keep `BatchNorm::forward`.
+//!
+//! [`batch_norm_relu`] is `relu(batch_norm(x))` in one kernel: the forward clamps as it writes,
+//! and the backward recomputes the pre-activation from x (bit for bit the forward's value) to mask
+//! the output gradient inside the two backward passes. On flex, burn's ReLU is a separate pass each
+//! way with a fresh buffer and a separate mask pass (BENCHMARKS.md, "ReLU fused into batch norm").
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -59,10 +64,20 @@ pub fn with_frozen_running_stats<R>(f: impl FnOnce() -> R) -> R {
 /// W, e.g. 1.0005 for ResNet's 4x4 stage at batch 128). The normalisation itself uses the
 /// biased variance in both.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    normalize(bn, x, false)
+}
+
+/// `relu(batch_norm(bn, x))`, fused into the batch-norm kernels on flex.
+pub fn batch_norm_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    normalize(bn, x, true)
+}
+
+fn normalize(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
+    let activate = |y: Tensor<4>| if relu { crate::activation::relu(y) } else { y };
     let device = x.device();
     if !device.is_autodiff() || !bn.training.is_enabled() {
         // Inference, or a frozen layer: the running statistics, as burn does.
-        return bn.forward(x);
+        return activate(bn.forward(x));
     }
     let on_flex = match device.as_dispatch() {
         DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
@@ -76,6 +91,7 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
                 bn.gamma.val().into_dispatch(),
                 bn.beta.val().into_dispatch(),
                 bn.epsilon,
+                relu,
             );
         (
             Tensor::<4>::from_dispatch(output),
@@ -85,7 +101,7 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     } else {
         let r =
             burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
-        (r.output, r.mean, r.variance)
+        (activate(r.output), r.mean, r.variance)
     };
     if RUNNING_STATS_FROZEN.get() {
         return output;
@@ -108,8 +124,8 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     output
 }
 
-/// Training-mode batch norm of an NCHW tensor: the output, and the batch mean and biased
-/// variance per channel.
+/// Training-mode batch norm of an NCHW tensor, followed by a ReLU when `relu`: the output, and
+/// the batch mean and biased variance per channel.
 #[backend_extension(Autodiff, Flex)]
 pub trait BatchNormFused: Backend {
     fn batch_norm_fused(
@@ -117,6 +133,7 @@ pub trait BatchNormFused: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -126,8 +143,9 @@ impl BatchNormFused for Flex {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        forward(x, gamma, beta, epsilon)
+        forward(x, gamma, beta, epsilon, relu)
     }
 }
 
@@ -137,6 +155,7 @@ impl<C: CheckpointStrategy> BatchNormFused for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         match BatchNormFusedBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
@@ -145,9 +164,17 @@ impl<C: CheckpointStrategy> BatchNormFused for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(prep) => {
                 let (xp, gp) = (x.primitive().clone(), gamma.primitive().clone());
-                let (y, mean, var) =
-                    forward(xp.clone(), gp.clone(), beta.into_primitive(), epsilon);
-                let state = (xp, gp, mean.clone(), var.clone(), epsilon);
+                let bp = beta.primitive().clone();
+                let (y, mean, var) = forward(xp.clone(), gp.clone(), bp.clone(), epsilon, relu);
+                let state = Saved {
+                    x: xp,
+                    gamma: gp,
+                    beta: bp,
+                    mean: mean.clone(),
+                    var: var.clone(),
+                    epsilon,
+                    relu,
+                };
                 (
                     prep.finish(state, y),
                     FloatTensor::<Self>::new(mean),
@@ -160,6 +187,7 @@ impl<C: CheckpointStrategy> BatchNormFused for Autodiff<Flex, C> {
                     gamma.into_primitive(),
                     beta.into_primitive(),
                     epsilon,
+                    relu,
                 );
                 (
                     prep.finish(y),
@@ -174,15 +202,21 @@ impl<C: CheckpointStrategy> BatchNormFused for Autodiff<Flex, C> {
 #[derive(Debug)]
 struct BatchNormFusedBackward;
 
+/// What the backward pass needs: the input and parameters, the batch statistics, and whether a
+/// ReLU followed (its mask is recomputed from these).
+#[derive(Debug, Clone)]
+struct Saved {
+    x: FloatTensor<Flex>,
+    gamma: FloatTensor<Flex>,
+    beta: FloatTensor<Flex>,
+    mean: FloatTensor<Flex>,
+    var: FloatTensor<Flex>,
+    epsilon: f64,
+    relu: bool,
+}
+
 impl Backward<Flex, 3> for BatchNormFusedBackward {
-    /// x, gamma, batch mean, batch variance, epsilon.
-    type State = (
-        FloatTensor<Flex>,
-        FloatTensor<Flex>,
-        FloatTensor<Flex>,
-        FloatTensor<Flex>,
-        f64,
-    );
+    type State = Saved;
 
     fn backward(
         self,
@@ -192,18 +226,26 @@ impl Backward<Flex, 3> for BatchNormFusedBackward {
     ) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
-        let (x, gamma, mean, var, epsilon) = ops.state;
+        let Saved {
+            x,
+            gamma,
+            beta,
+            mean,
+            var,
+            epsilon,
+            relu,
+        } = ops.state;
         let device = x.device();
         let dims = x.shape().to_vec();
         let shape = Shape3::of(&dims);
-        let [x, gamma, mean, var, dy] = [x, gamma, mean, var, dy].map(contiguous);
+        let [x, gamma, beta, mean, var, dy] = [x, gamma, beta, mean, var, dy].map(contiguous);
         let (dx, dgamma, dbeta) = backward_kernel(
             shape,
             floats(&x),
-            floats(&gamma),
-            floats(&mean),
-            floats(&var),
+            [floats(&gamma), floats(&beta)],
+            [floats(&mean), floats(&var)],
             epsilon,
+            relu,
             floats(&dy),
         );
         let tensor =
@@ -236,12 +278,19 @@ fn forward(
     gamma: FloatTensor<Flex>,
     beta: FloatTensor<Flex>,
     epsilon: f64,
+    relu: bool,
 ) -> (FloatTensor<Flex>, FloatTensor<Flex>, FloatTensor<Flex>) {
     let device = x.device();
     let dims = x.shape().to_vec();
     let shape = Shape3::of(&dims);
     let [x, gamma, beta] = [x, gamma, beta].map(contiguous);
-    let (y, mean, var) = forward_kernel(shape, floats(&x), floats(&gamma), floats(&beta), epsilon);
+    let (y, mean, var) = forward_kernel(
+        shape,
+        floats(&x),
+        [floats(&gamma), floats(&beta)],
+        epsilon,
+        relu,
+    );
     let tensor = |v: Vec<f32>, s: Vec<usize>| Flex::float_from_data(TensorData::new(v, s), &device);
     (
         tensor(y, dims),
@@ -278,74 +327,150 @@ impl Shape3 {
     }
 }
 
-/// Output, batch mean and biased batch variance.
+/// The per-channel affine map of the forward pass, `x ↦ (x - mean) · scale + beta` with
+/// `scale = gamma / sqrt(var + eps)`, computed from the f32 statistics the backward pass is given,
+/// so that the backward recomputes each pre-activation (the ReLU mask) bit for bit.
+#[derive(Debug, Clone, Copy)]
+struct Affine {
+    mean: f32,
+    scale: f32,
+    beta: f32,
+}
+
+impl Affine {
+    fn new(mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> Self {
+        let scale = (gamma as f64 / (var as f64 + epsilon).sqrt()) as f32;
+        Self { mean, scale, beta }
+    }
+
+    #[inline(always)]
+    fn apply(&self, v: f32) -> f32 {
+        (v - self.mean) * self.scale + self.beta
+    }
+}
+
+/// Lanes of the f64 accumulators below: independent sums, so that the loops vectorise.
+const LANES: usize = 8;
+
+/// `Σ f(v)` over a plane, accumulated in f64.
+fn plane_sum(p: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = p.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|v| f(*v)).sum();
+    for chunk in chunks {
+        for (a, v) in acc.iter_mut().zip(chunk) {
+            *a += f(*v);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `(Σ g, Σ g · (x - mean))` over a plane of output gradients `g` (after `mask`) and inputs `x`,
+/// accumulated in f64.
+fn plane_grad_sums(g: &[f32], x: &[f32], mean: f32, mask: impl Fn(f32, f32) -> f32) -> (f64, f64) {
+    let (mut sum_g, mut sum_gx) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let term = |g: f32, x: f32| {
+        let g = mask(x, g) as f64;
+        (g, g * (x as f64 - mean as f64))
+    };
+    let (gs, xs) = (g.chunks_exact(LANES), x.chunks_exact(LANES));
+    let tail = gs
+        .remainder()
+        .iter()
+        .zip(xs.remainder())
+        .map(|(g, x)| term(*g, *x))
+        .fold((0.0, 0.0), |(a, b), (p, q)| (a + p, b + q));
+    for (gc, xc) in gs.zip(xs) {
+        for j in 0..LANES {
+            let (p, q) = term(gc[j], xc[j]);
+            sum_g[j] += p;
+            sum_gx[j] += q;
+        }
+    }
+    (
+        sum_g.iter().sum::<f64>() + tail.0,
+        sum_gx.iter().sum::<f64>() + tail.1,
+    )
+}
+
+/// Output (after a ReLU when `relu`), batch mean and biased batch variance.
 pub fn forward_kernel(
     s: Shape3,
     x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
+    [gamma, beta]: [&[f32]; 2],
     epsilon: f64,
+    relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let stats: Vec<(f64, f64)> = (0..s.c)
+    let stats: Vec<(f32, f32)> = (0..s.c)
         .into_par_iter()
         .map(|c| {
-            let sum: f64 = s
-                .planes(x, c)
-                .flat_map(|p| p.iter())
-                .map(|v| *v as f64)
-                .sum();
+            let sum: f64 = s.planes(x, c).map(|p| plane_sum(p, |v| v as f64)).sum();
             let mean = sum / s.count();
             let sq: f64 = s
                 .planes(x, c)
-                .flat_map(|p| p.iter())
-                .map(|v| (*v as f64 - mean).powi(2))
+                .map(|p| plane_sum(p, |v| (v as f64 - mean) * (v as f64 - mean)))
                 .sum();
-            (mean, sq / s.count())
+            (mean as f32, (sq / s.count()) as f32)
         })
+        .collect();
+    let affine: Vec<Affine> = stats
+        .iter()
+        .enumerate()
+        .map(|(c, (m, v))| Affine::new(*m, *v, gamma[c], beta[c], epsilon))
         .collect();
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(s.plane.max(1))
         .zip(x.par_chunks(s.plane.max(1)))
         .enumerate()
         .for_each(|(p, (out, inp))| {
-            let c = p % s.c;
-            let (mean, var) = stats[c];
-            let scale = (gamma[c] as f64 / (var + epsilon).sqrt()) as f32;
-            let (mean, beta) = (mean as f32, beta[c]);
-            for (o, v) in out.iter_mut().zip(inp) {
-                *o = (v - mean) * scale + beta;
+            let a = affine[p % s.c];
+            if relu {
+                for (o, v) in out.iter_mut().zip(inp) {
+                    *o = crate::activation::relu1(a.apply(*v));
+                }
+            } else {
+                for (o, v) in out.iter_mut().zip(inp) {
+                    *o = a.apply(*v);
+                }
             }
         });
-    let mean = stats.iter().map(|(m, _)| *m as f32).collect();
-    let var = stats.iter().map(|(_, v)| *v as f32).collect();
+    let mean = stats.iter().map(|(m, _)| *m).collect();
+    let var = stats.iter().map(|(_, v)| *v).collect();
     (y, mean, var)
 }
 
-/// Gradients of the input, gamma and beta.
+/// Gradients of the input, gamma and beta. With `relu`, `dy` is the gradient of the ReLU's
+/// output, and is zeroed where the pre-activation was not positive (burn's and PyTorch's ReLU
+/// backward: gradient 0 at 0).
 pub fn backward_kernel(
     s: Shape3,
     x: &[f32],
-    gamma: &[f32],
-    mean: &[f32],
-    var: &[f32],
+    [gamma, beta]: [&[f32]; 2],
+    [mean, var]: [&[f32]; 2],
     epsilon: f64,
+    relu: bool,
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let inv_std: Vec<f64> = var
         .iter()
         .map(|v| 1.0 / (*v as f64 + epsilon).sqrt())
         .collect();
-    // Per channel: Σ dy (beta's gradient) and Σ dy · x̂ (gamma's gradient).
+    let affine: Vec<Affine> = (0..s.c)
+        .map(|c| Affine::new(mean[c], var[c], gamma[c], beta[c], epsilon))
+        .collect();
+    // The gradient reaching the batch norm's output: dy, masked by the ReLU.
+    let masked = |a: &Affine, v: f32, g: f32| {
+        if relu && a.apply(v) <= 0.0 { 0.0 } else { g }
+    };
+    // Per channel: Σ dy (beta's gradient) and Σ dy · (x - mean) (gamma's, times inv_std).
     let sums: Vec<(f64, f64)> = (0..s.c)
         .into_par_iter()
         .map(|c| {
-            let m = mean[c] as f64;
+            let a = affine[c];
             s.planes(dy, c)
                 .zip(s.planes(x, c))
-                .flat_map(|(g, v)| g.iter().zip(v))
-                .fold((0.0, 0.0), |(a, b), (g, v)| {
-                    (a + *g as f64, b + *g as f64 * (*v as f64 - m))
-                })
+                .map(|(g, v)| plane_grad_sums(g, v, mean[c], |v, g| masked(&a, v, g)))
+                .fold((0.0, 0.0), |(p, q), (dp, dq)| (p + dp, q + dq))
         })
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|(a, _)| *a as f32).collect();
@@ -363,14 +488,14 @@ pub fn backward_kernel(
         .enumerate()
         .for_each(|(p, (out, (xs, gs)))| {
             let c = p % s.c;
-            let is = inv_std[c];
+            let (a, is) = (affine[c], inv_std[c]);
             let mean_dy = (sums[c].0 / s.count()) as f32;
             // x̂ · mean(dy · x̂) = (x - mean) · is² · Σ dy (x - mean) / count
             let k = (sums[c].1 * is * is / s.count()) as f32;
             let scale = (gamma[c] as f64 * is) as f32;
             let m = mean[c];
             for (o, (v, g)) in out.iter_mut().zip(xs.iter().zip(gs)) {
-                *o = scale * (g - mean_dy - (v - m) * k);
+                *o = scale * (masked(&a, *v, *g) - mean_dy - (v - m) * k);
             }
         });
     (dx, dgamma, dbeta)
@@ -380,7 +505,7 @@ pub fn backward_kernel(
 mod tests {
     use super::*;
     use burn::nn::BatchNormConfig;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::{Device, Distribution, activation};
 
     fn vec(t: Tensor<1>) -> Vec<f32> {
         t.into_data().try_to_vec().unwrap()
@@ -391,6 +516,17 @@ mod tests {
     /// computed here in f64, over two steps.
     #[test]
     fn fused_kernels_match_burns_batch_norm() {
+        check_against_burn(false);
+    }
+
+    /// `batch_norm_relu` against burn's `BatchNorm::forward` followed by burn's `relu`: about
+    /// half the outputs are clamped (beta in [-1, 1]), so the mask shows in every gradient.
+    #[test]
+    fn fused_relu_matches_burns_batch_norm_then_relu() {
+        check_against_burn(true);
+    }
+
+    fn check_against_burn(relu: bool) {
         let device = Device::flex().autodiff();
         let ours = BatchNormConfig::new(5).init(&device);
         let burns = BatchNormConfig::new(5).init(&device);
@@ -419,8 +555,22 @@ mod tests {
                     vec(bn.beta.val().grad(&grads).unwrap()),
                 ]
             };
-            let a = run(&|x| batch_norm(&ours, x), &ours);
-            let b = run(&|x| burns.forward(x), &burns);
+            let (a, b) = if relu {
+                let a = run(&|x| batch_norm_relu(&ours, x), &ours);
+                let b = run(&|x| activation::relu(burns.forward(x)), &burns);
+                let zeros = a[0].iter().filter(|v| **v == 0.0).count();
+                assert!(
+                    zeros > a[0].len() / 5 && zeros < a[0].len() * 4 / 5,
+                    "step {step}: {zeros} of {} outputs clamped",
+                    a[0].len()
+                );
+                (a, b)
+            } else {
+                (
+                    run(&|x| batch_norm(&ours, x), &ours),
+                    run(&|x| burns.forward(x), &burns),
+                )
+            };
             for (what, (a, b)) in ["y", "dx", "dgamma", "dbeta"].iter().zip(a.iter().zip(&b)) {
                 assert_eq!(a.len(), b.len());
                 for (i, (p, q)) in a.iter().zip(b).enumerate() {

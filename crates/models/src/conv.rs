@@ -348,10 +348,16 @@ fn col2im(g: &Geometry, dcols: &[f32], first: usize, b: usize, dx: &mut [f32]) {
 
 /// `dst[m, n] (= or +=) lhs[m, k] · rhs[k, n]`, each operand given by its row and column
 /// strides, on all of rayon's threads.
+///
+/// The destination's layout is the caller's choice because it decides how `gemm` blocks the
+/// product. With gemm's AVX-512 kernels, a column-major destination runs the forward 1.1-1.4x
+/// and the weight gradient (long K) 2-4x faster than a row-major one; the column gradient is
+/// faster row-major (BENCHMARKS.md, "Flex on AVX-512").
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     [m, n, k]: [usize; 3],
     dst: &mut [f32],
+    [dst_rs, dst_cs]: [usize; 2],
     accumulate: bool,
     lhs: &[f32],
     [lhs_rs, lhs_cs]: [usize; 2],
@@ -361,29 +367,32 @@ fn gemm(
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
         (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
     };
-    assert!(dst.len() >= m * n, "gemm destination too small");
-    assert!(
-        m * k == 0 || last(m, k, lhs_rs, lhs_cs) < lhs.len(),
-        "gemm lhs too small"
-    );
-    assert!(
-        k * n == 0 || last(k, n, rhs_rs, rhs_cs) < rhs.len(),
-        "gemm rhs too small"
-    );
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: `dst` is m x n row-major (row stride n, column stride 1) and the asserts above
-    // keep every element the kernel reads or writes inside its slice; `dst` is a distinct
-    // mutable borrow, so it aliases neither input.
+    assert!(
+        last(m, n, dst_rs, dst_cs) < dst.len(),
+        "gemm destination too small"
+    );
+    assert!(
+        k == 0 || last(m, k, lhs_rs, lhs_cs) < lhs.len(),
+        "gemm lhs too small"
+    );
+    assert!(
+        k == 0 || last(k, n, rhs_rs, rhs_cs) < rhs.len(),
+        "gemm rhs too small"
+    );
+    // SAFETY: the asserts above keep every element the kernel reads or writes inside its
+    // slice; `dst` is a distinct mutable borrow, so it aliases neither input, and callers give
+    // it strides under which distinct (row, column) pairs are distinct elements.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
@@ -401,6 +410,21 @@ fn gemm(
     }
 }
 
+/// `dst[cols, rows] = src[rows, cols]ᵀ`, in tiles that stay in the L1 cache.
+fn transpose(src: &[f32], [rows, cols]: [usize; 2], dst: &mut [f32]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for c in c0..(c0 + TILE).min(cols) {
+                let line = &mut dst[c * rows..][..rows];
+                for r in r0..(r0 + TILE).min(rows) {
+                    line[r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
 /// Gathers images `first..first + b` of an NCHW tensor `[N, O, L]` into `chunk[O, b·L]`.
 fn gather(g: &Geometry, nchw: &[f32], chunk: &mut [f32], first: usize, b: usize) {
     let l = g.l();
@@ -412,15 +436,14 @@ fn gather(g: &Geometry, nchw: &[f32], chunk: &mut [f32], first: usize, b: usize)
     }
 }
 
-/// The inverse of [`gather`]: `chunk[O, b·L]` back into images `first..first + b`.
-fn scatter(g: &Geometry, chunk: &[f32], nchw: &mut [f32], first: usize, b: usize) {
-    let l = g.l();
-    for image in 0..b {
-        for o in 0..g.o {
-            nchw[((first + image) * g.o + o) * l..][..l]
-                .copy_from_slice(&chunk[(o * b + image) * l..][..l]);
-        }
-    }
+/// Images `first..first + b` of the product `out[b·L, O]` (each image's `[L, O]` block, the
+/// forward gemm's column-major destination) into the NCHW output, transposed to `[O, L]`.
+fn scatter_transposed(g: &Geometry, out: &[f32], nchw: &mut [f32], first: usize, b: usize) {
+    let (l, image_len) = (g.l(), g.o * g.l());
+    nchw[first * image_len..(first + b) * image_len]
+        .par_chunks_mut(image_len)
+        .zip(out.par_chunks(image_len))
+        .for_each(|(dst, src)| transpose(src, [l, g.o], dst));
 }
 
 /// Forward convolution without bias: `y[N, O, H_out, W_out]`.
@@ -437,16 +460,18 @@ fn forward_chunked(g: &Geometry, x: &[f32], w: &[f32], step: usize) -> Vec<f32> 
         let b = step.min(g.n - first);
         let bl = b * l;
         im2col(g, x, first, b, &mut cols[..k * bl]);
+        // Y[O, bL] into a column-major destination, i.e. `out[bL, O]`
         gemm(
             [g.o, bl, k],
             &mut out[..g.o * bl],
+            [1, g.o],
             false,
             w,
             [k, 1],
             &cols,
             [bl, 1],
         );
-        scatter(g, &out[..g.o * bl], &mut y, first, b);
+        scatter_transposed(g, &out[..g.o * bl], &mut y, first, b);
     }
     y
 }
@@ -474,7 +499,8 @@ fn backward_chunked(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (k, l) = (g.k(), g.l());
     let mut dx = want_dx.then(|| vec![0.0; g.n * g.c * g.h * g.w]);
-    let mut dw = want_dw.then(|| vec![0.0; g.o * k]);
+    // dW accumulates column-major, as `[K, O]`, and is transposed once at the end.
+    let mut dw_t = want_dw.then(|| vec![0.0; g.o * k]);
     let mut cols = vec![0.0; k * step * l];
     let mut dyc = vec![0.0; g.o * step * l];
     for (index, first) in (0..g.n).step_by(step).enumerate() {
@@ -482,16 +508,26 @@ fn backward_chunked(
         let bl = b * l;
         gather(g, dy, &mut dyc[..g.o * bl], first, b);
         let dyc = &dyc[..g.o * bl];
-        if let Some(dw) = dw.as_mut() {
+        if let Some(dw_t) = dw_t.as_mut() {
             im2col(g, x, first, b, &mut cols[..k * bl]);
             // dW[O, K] += dY[O, bL] · cols[K, bL]ᵀ
-            gemm([g.o, k, bl], dw, index > 0, dyc, [bl, 1], &cols, [1, bl]);
+            gemm(
+                [g.o, k, bl],
+                dw_t,
+                [1, g.o],
+                index > 0,
+                dyc,
+                [bl, 1],
+                &cols,
+                [1, bl],
+            );
         }
         if let Some(dx) = dx.as_mut() {
             // dcols[K, bL] = Wᵀ[K, O] · dY[O, bL]
             gemm(
                 [k, bl, g.o],
                 &mut cols[..k * bl],
+                [bl, 1],
                 false,
                 w,
                 [1, k],
@@ -501,6 +537,11 @@ fn backward_chunked(
             col2im(g, &cols[..k * bl], first, b, dx);
         }
     }
+    let dw = dw_t.map(|dw_t| {
+        let mut dw = vec![0.0; g.o * k];
+        transpose(&dw_t, [k, g.o], &mut dw);
+        dw
+    });
     (dx, dw)
 }
 

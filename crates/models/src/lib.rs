@@ -3,6 +3,7 @@
 //! post-processors need (the head applied to modified features, the head's weight and bias), plus
 //! the attention-MIL aggregators of AEM and PyTorch / safetensors weight import.
 
+pub mod activation;
 pub mod batch_norm;
 pub mod conv;
 pub mod data_parallel;

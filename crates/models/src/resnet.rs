@@ -12,14 +12,13 @@
 //! Both forms: four stages with strides 1, 2, 2, 2, global average pooling, linear head.
 //! Deviation knob: `width` scales every stage (64 -> 64/128/256/512 is the paper network).
 
-use crate::batch_norm::batch_norm;
+use crate::activation::relu;
+use crate::batch_norm::{batch_norm, batch_norm_relu};
 use crate::conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{
-    BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu,
-};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
 /// Which stem and initialisation a ResNet uses.
@@ -78,7 +77,6 @@ pub struct Block {
     conv3: Option<Conv2d>,
     bn3: Option<BatchNorm>,
     shortcut: Option<Shortcut>,
-    relu: Relu,
 }
 
 /// Projection shortcut (1x1 conv + BN) when the shape changes: OpenOOD's `shortcut`,
@@ -113,7 +111,6 @@ impl Block {
                 conv3: None,
                 bn3: None,
                 shortcut,
-                relu: Relu::new(),
             },
             BlockKind::Bottleneck => Self {
                 conv1: conv(cin, planes, 1, 1, stem, device),
@@ -123,24 +120,25 @@ impl Block {
                 conv3: Some(conv(planes, cout, 1, 1, stem, device)),
                 bn3: Some(bn(cout)),
                 shortcut,
-                relu: Relu::new(),
             },
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = self
-            .relu
-            .forward(batch_norm(&self.bn1, conv2d(&self.conv1, x.clone())));
-        let mut out = batch_norm(&self.bn2, conv2d(&self.conv2, out));
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = batch_norm(bn3, conv2d(conv3, self.relu.forward(out)));
-        }
+        let out = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x.clone()));
+        let out = match (&self.conv3, &self.bn3) {
+            // Bottleneck: bn2 is followed by a ReLU and the 1x1 expansion.
+            (Some(conv3), Some(bn3)) => {
+                let out = batch_norm_relu(&self.bn2, conv2d(&self.conv2, out));
+                batch_norm(bn3, conv2d(conv3, out))
+            }
+            _ => batch_norm(&self.bn2, conv2d(&self.conv2, out)),
+        };
         let identity = match &self.shortcut {
             Some(s) => batch_norm(&s.bn, conv2d(&s.conv, x)),
             None => x,
         };
-        self.relu.forward(out + identity)
+        relu(out + identity)
     }
 }
 
@@ -148,7 +146,6 @@ impl Block {
 pub struct ResNet {
     conv1: Conv2d,
     bn1: BatchNorm,
-    relu: Relu,
     maxpool: Option<MaxPool2d>,
     stages: Vec<Vec<Block>>,
     pool: AdaptiveAvgPool2d,
@@ -193,7 +190,6 @@ impl ResNet {
         Self {
             conv1,
             bn1: BatchNormConfig::new(width).init(device),
-            relu: Relu::new(),
             maxpool,
             stages,
             pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
@@ -296,9 +292,7 @@ impl ResNet {
 
     /// Penultimate features: `[batch, 3, h, w]` -> `[batch, feature_dim]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self
-            .relu
-            .forward(batch_norm(&self.bn1, conv2d(&self.conv1, x)));
+        let mut x = batch_norm_relu(&self.bn1, conv2d(&self.conv1, x));
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x);
         }

@@ -7,14 +7,14 @@
 //! bias 0, linear bias 0 (its weight keeps PyTorch's default).
 
 use crate::ZeroBias;
-use crate::batch_norm::batch_norm;
+use crate::batch_norm::batch_norm_relu;
 use crate::conv::conv2d;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig,
-    PaddingConfig2d, Relu,
+    PaddingConfig2d,
 };
 use burn::tensor::{Device, Tensor};
 
@@ -41,7 +41,6 @@ pub struct WideBlock {
     dropout: Dropout,
     conv2: Conv2d,
     shortcut: Option<Conv2d>,
-    relu: Relu,
 }
 
 impl WideBlock {
@@ -53,12 +52,11 @@ impl WideBlock {
             dropout: DropoutConfig::new(drop).init(),
             conv2: conv(cout, cout, 3, 1, device),
             shortcut: (cin != cout).then(|| conv(cin, cout, 1, stride, device)),
-            relu: Relu::new(),
         }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let act = self.relu.forward(batch_norm(&self.bn1, x.clone()));
+        let act = batch_norm_relu(&self.bn1, x.clone());
         // wrn.py: when in != out the shortcut convolves the *activated* input; otherwise the
         // identity is the raw input.
         let identity = match &self.shortcut {
@@ -66,7 +64,7 @@ impl WideBlock {
             None => x,
         };
         let out = conv2d(&self.conv1, act);
-        let out = self.relu.forward(batch_norm(&self.bn2, out));
+        let out = batch_norm_relu(&self.bn2, out);
         let out = conv2d(&self.conv2, self.dropout.forward(out));
         out + identity
     }
@@ -77,7 +75,6 @@ pub struct WideResNet {
     conv1: Conv2d,
     groups: Vec<Vec<WideBlock>>,
     bn: BatchNorm,
-    relu: Relu,
     pool: AdaptiveAvgPool2d,
     fc: Linear,
 }
@@ -105,7 +102,6 @@ impl WideResNet {
             conv1: conv(3, 16, 3, 1, device),
             groups,
             bn: BatchNormConfig::new(cin).init(device),
-            relu: Relu::new(),
             pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             fc: LinearConfig::new(cin, classes).init(device).zero_bias(),
         }
@@ -123,7 +119,7 @@ impl WideResNet {
                 x = block.forward(x);
             }
         }
-        let x = self.relu.forward(batch_norm(&self.bn, x));
+        let x = batch_norm_relu(&self.bn, x);
         self.pool.forward(x).flatten(1, 3)
     }
 
