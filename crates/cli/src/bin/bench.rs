@@ -388,6 +388,7 @@ fn train_child(spec: &str, warmup: usize, steps: usize) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    oodforge_cli::keep_freed_memory();
     let (workers, cifar_images, jpeg_images) = match Args::parse().command {
         Command::Data {
             workers,

@@ -65,6 +65,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    oodforge_cli::keep_freed_memory();
     let args = Args::parse();
     init_logging();
     let options = oodforge_train::EvalOptions {

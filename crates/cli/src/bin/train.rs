@@ -52,6 +52,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    oodforge_cli::keep_freed_memory();
     let args = Args::parse();
     init_logging();
     // SIGINT / SIGTERM: finish the current step, write a checkpoint there, exit 128 + signal.
