@@ -17,7 +17,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -26,10 +26,7 @@ const TASK: usize = 1 << 16;
 
 /// `relu(x)`, in one pass each way on flex autodiff devices (burn's `relu` elsewhere).
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let on_flex_autodiff = match x.device().as_dispatch() {
-        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
-        _ => false,
-    };
+    let on_flex_autodiff = crate::on_flex_autodiff(&x.device());
     if !on_flex_autodiff || x.dtype() != DType::F32 {
         return burn::tensor::activation::relu(x);
     }

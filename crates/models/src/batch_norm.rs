@@ -27,7 +27,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
@@ -79,10 +79,7 @@ fn normalize(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         // Inference, or a frozen layer: the running statistics, as burn does.
         return activate(bn.forward(x));
     }
-    let on_flex = match device.as_dispatch() {
-        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
-        _ => false,
-    };
+    let on_flex = crate::on_flex_autodiff(&device);
     let [batch, _, h, w] = x.dims();
     let (output, mean, variance) = if on_flex && x.dtype() == DType::F32 {
         let (output, mean, variance) =

@@ -29,7 +29,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::{ConvOptions, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
@@ -62,10 +62,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// The convolution's options when the im2col path applies to it: a flex autodiff device, f32,
 /// one group, explicit padding.
 fn gemm_options(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvOptions<2>> {
-    let on_flex_autodiff = match x.device().as_dispatch() {
-        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
-        _ => false,
-    };
+    let on_flex_autodiff = crate::on_flex_autodiff(&x.device());
     if !on_flex_autodiff || x.dtype() != DType::F32 || conv.groups != 1 {
         return None;
     }

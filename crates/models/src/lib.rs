@@ -26,6 +26,17 @@ pub use resnet::{BlockKind, ResNet, Stem};
 pub use vit::{VisionTransformer, VitShape, cls_to_patch_weights};
 pub use wrn::WideResNet;
 
+/// Whether `device` is flex under autodiff: the CPU training device, where the extensions in
+/// `conv`, `batch_norm` and `activation` replace burn's kernels.
+pub(crate) fn on_flex_autodiff(device: &Device) -> bool {
+    match device.as_dispatch() {
+        burn::backend::DispatchDevice::Autodiff(inner) => {
+            matches!(**inner, burn::backend::DispatchDevice::Flex(_))
+        }
+        _ => false,
+    }
+}
+
 /// Logits, penultimate features and (with a projection head) the embedding of one forward pass.
 #[derive(Debug, Clone)]
 pub struct Output {
