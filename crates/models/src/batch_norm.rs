@@ -350,7 +350,7 @@ impl Affine {
 const LANES: usize = 8;
 
 /// `Σ f(v)` over a plane, accumulated in f64.
-fn plane_sum(p: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+pub(crate) fn plane_sum(p: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     let mut acc = [0.0f64; LANES];
     let chunks = p.chunks_exact(LANES);
     let tail: f64 = chunks.remainder().iter().map(|v| f(*v)).sum();

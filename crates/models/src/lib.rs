@@ -9,6 +9,7 @@ pub mod conv;
 pub mod data_parallel;
 pub mod error;
 pub mod import;
+pub mod layer_norm;
 pub mod mil;
 pub mod resnet;
 pub mod vit;
@@ -34,6 +35,14 @@ pub(crate) fn on_flex_autodiff(device: &Device) -> bool {
             matches!(**inner, burn::backend::DispatchDevice::Flex(_))
         }
         _ => false,
+    }
+}
+
+/// Whether `device` is flex, with or without autodiff.
+pub(crate) fn on_flex(device: &Device) -> bool {
+    match device.as_dispatch() {
+        burn::backend::DispatchDevice::Flex(_) => true,
+        _ => on_flex_autodiff(device),
     }
 }
 

@@ -15,11 +15,16 @@
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Gelu, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use crate::ZeroBias;
+use crate::activation::gelu;
+use crate::layer_norm::layer_norm;
+
+/// timm's LayerNorm epsilon for ViTs.
+const LN_EPSILON: f64 = 1e-6;
 
 /// The shape of a ViT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +77,10 @@ fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
         .zero_bias()
 }
 
-fn layer_norm(dim: usize, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(dim).with_epsilon(1e-6).init(device)
+fn new_layer_norm(dim: usize, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(dim)
+        .with_epsilon(LN_EPSILON)
+        .init(device)
 }
 
 /// timm `PatchEmbed`: a `patch x patch` convolution with stride `patch`.
@@ -117,7 +124,6 @@ impl Attention {
 #[derive(Module, Debug)]
 pub struct Mlp {
     fc1: Linear,
-    act: Gelu,
     fc2: Linear,
 }
 
@@ -132,16 +138,20 @@ pub struct VitBlock {
 
 impl VitBlock {
     fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
-        let (a, cls) = self.attn.forward(self.norm1.forward(x.clone()));
+        let (a, cls) = self
+            .attn
+            .forward(layer_norm(&self.norm1, LN_EPSILON, x.clone()));
         let x = x + a;
-        let h = self.mlp.forward(self.norm2.forward(x.clone()));
+        let h = self
+            .mlp
+            .forward(layer_norm(&self.norm2, LN_EPSILON, x.clone()));
         (x + h, cls)
     }
 }
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(self.act.forward(self.fc1.forward(x)))
+        self.fc2.forward(gelu(self.fc1.forward(x)))
     }
 }
 
@@ -183,16 +193,15 @@ impl VisionTransformer {
         let tokens = shape.num_patches() + 1;
         let blocks = (0..depth)
             .map(|_| VitBlock {
-                norm1: layer_norm(dim, device),
+                norm1: new_layer_norm(dim, device),
                 attn: Attention {
                     qkv: linear(dim, 3 * dim, device),
                     proj: linear(dim, dim, device),
                     heads,
                 },
-                norm2: layer_norm(dim, device),
+                norm2: new_layer_norm(dim, device),
                 mlp: Mlp {
                     fc1: linear(dim, mlp_dim, device),
-                    act: Gelu::new(),
                     fc2: linear(mlp_dim, dim, device),
                 },
             })
@@ -209,7 +218,7 @@ impl VisionTransformer {
             cls_token: normal(1e-6, [1, 1, dim]),
             pos_embed: normal(0.02, [1, tokens, dim]),
             blocks,
-            norm: layer_norm(dim, device),
+            norm: new_layer_norm(dim, device),
             head: linear(dim, num_classes, device),
             patch_size,
         }
@@ -248,7 +257,7 @@ impl VisionTransformer {
             x = y;
             cls_attention.push(a);
         }
-        let x = self.norm.forward(x);
+        let x = layer_norm(&self.norm, LN_EPSILON, x);
         let features = x.narrow(1, 0, 1).reshape([b, d]);
         VitOutput {
             features,
