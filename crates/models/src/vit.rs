@@ -83,6 +83,21 @@ fn new_layer_norm(dim: usize, device: &Device) -> LayerNorm {
         .init(device)
 }
 
+/// `linear.forward(x)` for `x: [b, n, d_in]` as one `[b·n, d_in] x [d_in, d_out]` product.
+///
+/// Why: burn's `Linear` on a 3-d input is a batched matmul against the weight broadcast over the
+/// batch, and under autodiff the weight gradient of a broadcast matmul is computed per batch
+/// element (`[b, d_in, d_out]`, from products with an inner size of only n = 65 tokens) and then
+/// summed over b. Folding the tokens into rows makes it one `[d_in, b·n] x [b·n, d_out]`
+/// product: ViT-Tiny's fc2 forward + backward at batch 128 took 114 ms before, 49 after
+/// (BENCHMARKS.md, "ViT: token-folded linear layers"). Same values up to the order of the sums.
+fn linear_tokens(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, n, d_in] = x.dims();
+    let y = linear.forward(x.reshape([b * n, d_in]));
+    let [_, d_out] = y.dims();
+    y.reshape([b, n, d_out])
+}
+
 /// timm `PatchEmbed`: a `patch x patch` convolution with stride `patch`.
 #[derive(Module, Debug)]
 pub struct PatchEmbed {
@@ -103,9 +118,7 @@ impl Attention {
         let [b, n, d] = x.dims();
         let hd = d / self.heads;
         // timm: qkv(x).reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4)
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = linear_tokens(&self.qkv, x)
             .reshape([b, n, 3, self.heads, hd])
             .permute([2, 0, 3, 1, 4]);
         let q = qkv.clone().narrow(0, 0, 1).reshape([b, self.heads, n, hd]);
@@ -116,7 +129,7 @@ impl Attention {
         let cls = scores.clone().narrow(2, 0, 1).reshape([b, self.heads, n]);
         let attn = softmax(scores, 3);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([b, n, d]);
-        (self.proj.forward(out), cls)
+        (linear_tokens(&self.proj, out), cls)
     }
 }
 
@@ -151,7 +164,7 @@ impl VitBlock {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu(self.fc1.forward(x)))
+        linear_tokens(&self.fc2, gelu(linear_tokens(&self.fc1, x)))
     }
 }
 
