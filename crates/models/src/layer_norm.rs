@@ -267,7 +267,7 @@ pub fn backward_kernel(
 }
 
 /// `Σ a · b` accumulated in f64 over independent lanes (so that it vectorises).
-fn dot(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
     const LANES: usize = 8;
     let mut acc = [0.0f64; LANES];
     let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));

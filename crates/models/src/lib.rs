@@ -12,6 +12,7 @@ pub mod import;
 pub mod layer_norm;
 pub mod mil;
 pub mod resnet;
+pub mod softmax;
 pub mod vit;
 pub mod wrn;
 

@@ -22,6 +22,7 @@ use burn::tensor::{Device, Tensor};
 use crate::ZeroBias;
 use crate::activation::gelu;
 use crate::layer_norm::layer_norm;
+use crate::softmax::softmax_last;
 
 /// timm's LayerNorm epsilon for ViTs.
 const LN_EPSILON: f64 = 1e-6;
@@ -127,7 +128,7 @@ impl Attention {
         let scale = (hd as f64).powf(-0.5);
         let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)); // [b, h, n, n]
         let cls = scores.clone().narrow(2, 0, 1).reshape([b, self.heads, n]);
-        let attn = softmax(scores, 3);
+        let attn = softmax_last(scores);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([b, n, d]);
         (linear_tokens(&self.proj, out), cls)
     }
