@@ -126,8 +126,9 @@ pub fn backward_kernel(y: &[f32], dy: &[f32]) -> Vec<f32> {
     dx.par_chunks_mut(TASK)
         .zip(y.par_chunks(TASK).zip(dy.par_chunks(TASK)))
         .for_each(|(out, (ys, gs))| {
-            for (o, (v, g)) in out.iter_mut().zip(ys.iter().zip(gs)) {
-                *o = if *v <= 0.0 { 0.0 } else { *g };
+            let (ys, gs) = (&ys[..out.len()], &gs[..out.len()]);
+            for i in 0..out.len() {
+                out[i] = if ys[i] <= 0.0 { 0.0 } else { gs[i] };
             }
         });
     dx

@@ -455,10 +455,33 @@ pub fn backward_kernel(
     let affine: Vec<Affine> = (0..s.c)
         .map(|c| Affine::new(mean[c], var[c], gamma[c], beta[c], epsilon))
         .collect();
-    // The gradient reaching the batch norm's output: dy, masked by the ReLU.
-    let masked = |a: &Affine, v: f32, g: f32| {
-        if relu && a.apply(v) <= 0.0 { 0.0 } else { g }
-    };
+    // The gradient reaching the batch norm's output: dy, masked by the ReLU. Two copies of
+    // each loop (with and without the mask), so that neither carries a per-value branch: with
+    // the mask as a run-time flag inside the loops the backward took 73 ms instead of 21 at
+    // ResNet-18's stage-1 size (BENCHMARKS.md, "Batch norm + ReLU backward without branches").
+    if relu {
+        backward_planes::<true>(s, x, gamma, mean, &affine, &inv_std, dy)
+    } else {
+        backward_planes::<false>(s, x, gamma, mean, &affine, &inv_std, dy)
+    }
+}
+
+/// dy, or 0 where the ReLU's pre-activation `pre` was not positive (when `RELU`). A select,
+/// not a branch: NaN pre-activations pass the gradient, as burn's ReLU backward does.
+#[inline(always)]
+fn relu_masked<const RELU: bool>(pre: f32, g: f32) -> f32 {
+    if RELU && pre <= 0.0 { 0.0 } else { g }
+}
+
+fn backward_planes<const RELU: bool>(
+    s: Shape3,
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    affine: &[Affine],
+    inv_std: &[f64],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     // Per channel: Σ dy (beta's gradient) and Σ dy · (x - mean) (gamma's, times inv_std).
     let sums: Vec<(f64, f64)> = (0..s.c)
         .into_par_iter()
@@ -466,14 +489,16 @@ pub fn backward_kernel(
             let a = affine[c];
             s.planes(dy, c)
                 .zip(s.planes(x, c))
-                .map(|(g, v)| plane_grad_sums(g, v, mean[c], |v, g| masked(&a, v, g)))
+                .map(|(g, v)| {
+                    plane_grad_sums(g, v, mean[c], |v, g| relu_masked::<RELU>(a.apply(v), g))
+                })
                 .fold((0.0, 0.0), |(p, q), (dp, dq)| (p + dp, q + dq))
         })
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|(a, _)| *a as f32).collect();
     let dgamma: Vec<f32> = sums
         .iter()
-        .zip(&inv_std)
+        .zip(inv_std)
         .map(|((_, b), is)| (*b * is) as f32)
         .collect();
     let mut dx = vec![0.0f32; x.len()];
@@ -492,7 +517,7 @@ pub fn backward_kernel(
             let scale = (gamma[c] as f64 * is) as f32;
             let m = mean[c];
             for (o, (v, g)) in out.iter_mut().zip(xs.iter().zip(gs)) {
-                *o = scale * (masked(&a, *v, *g) - mean_dy - (v - m) * k);
+                *o = scale * (relu_masked::<RELU>(a.apply(*v), *g) - mean_dy - (v - m) * k);
             }
         });
     (dx, dgamma, dbeta)
