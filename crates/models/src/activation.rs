@@ -21,6 +21,8 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::floats;
+
 /// Elements per parallel task: large enough that rayon's overhead is noise.
 const TASK: usize = 1 << 16;
 
@@ -76,21 +78,25 @@ impl Backward<Flex, 1> for ReluBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let Some(node) = node else { return };
-        let (y, dy) = (ops.state.to_contiguous(), dy.to_contiguous());
-        let (device, shape) = (y.device(), y.shape());
-        let dx = backward_kernel(floats(&y), floats(&dy));
-        let data = TensorData::new(dx, shape);
-        grads.register::<Flex>(node.id, Flex::float_from_data(data, &device));
+        unary_backward(ops, grads, backward_kernel);
     }
 }
 
-/// The values of a contiguous f32 tensor, borrowed.
-fn floats(t: &FloatTensor<Flex>) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("the fused ReLU is taken for contiguous f32 tensors only")
+/// The backward pass of a one-input op that saved one tensor of its input's shape (its input or
+/// its output): the input's gradient `kernel(saved, dy)`, registered when the input is tracked.
+pub(crate) fn unary_backward(
+    ops: Ops<FloatTensor<Flex>, 1>,
+    grads: &mut Gradients,
+    kernel: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
+) {
+    let [node] = ops.parents;
+    let dy = grads.consume::<Flex>(&ops.node);
+    let Some(node) = node else { return };
+    let (saved, dy) = (ops.state.to_contiguous(), dy.to_contiguous());
+    let (device, shape) = (saved.device(), saved.shape());
+    let dx = kernel(floats(&saved), floats(&dy));
+    let data = TensorData::new(dx, shape);
+    grads.register::<Flex>(node.id, Flex::float_from_data(data, &device));
 }
 
 fn forward(x: FloatTensor<Flex>) -> FloatTensor<Flex> {
@@ -193,14 +199,7 @@ impl Backward<Flex, 1> for GeluBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let Some(node) = node else { return };
-        let (x, dy) = (ops.state.to_contiguous(), dy.to_contiguous());
-        let (device, shape) = (x.device(), x.shape());
-        let dx = gelu_backward_kernel(floats(&x), floats(&dy));
-        let data = TensorData::new(dx, shape);
-        grads.register::<Flex>(node.id, Flex::float_from_data(data, &device));
+        unary_backward(ops, grads, gelu_backward_kernel);
     }
 }
 

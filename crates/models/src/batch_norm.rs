@@ -32,6 +32,8 @@ use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::floats;
+
 thread_local! {
     static RUNNING_STATS_FROZEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -262,12 +264,6 @@ impl Backward<Flex, 3> for BatchNormFusedBackward {
 /// The tensor in row-major order; a copy only when its layout is not contiguous already.
 fn contiguous(t: FloatTensor<Flex>) -> FloatTensor<Flex> {
     t.to_contiguous()
-}
-
-/// The values of a contiguous f32 tensor, borrowed.
-fn floats(t: &FloatTensor<Flex>) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("the fused batch norm is taken for contiguous f32 tensors only")
 }
 
 fn forward(

@@ -35,6 +35,8 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::floats;
+
 /// Upper bound of one im2col buffer, in floats (32 MiB): the batch is processed in chunks of
 /// images whose columns fit. Large enough that every chunk's products have thousands of columns.
 const CHUNK_FLOATS: usize = 8 << 20;
@@ -164,12 +166,6 @@ impl Backward<Flex, 2> for ConvGemmBackward {
 /// The tensor in row-major order; a copy only when its layout is not contiguous already.
 fn contiguous(t: &FloatTensor<Flex>) -> FloatTensor<Flex> {
     t.to_contiguous()
-}
-
-/// The values of a contiguous f32 tensor, borrowed.
-fn floats(t: &FloatTensor<Flex>) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("the im2col path is taken for contiguous f32 tensors only")
 }
 
 fn forward(

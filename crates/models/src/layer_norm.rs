@@ -29,6 +29,8 @@ use burn::nn::LayerNorm;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::floats;
+
 use crate::batch_norm::plane_sum;
 
 /// Rows per parallel task: 64 rows of ViT-Tiny's 192 values are 48 KiB of input.
@@ -148,12 +150,6 @@ impl Backward<Flex, 3> for LayerNormBackward {
             grads.register::<Flex>(node.id, tensor(dbeta, vec![d]));
         }
     }
-}
-
-/// The values of a contiguous f32 tensor, borrowed.
-fn floats(t: &FloatTensor<Flex>) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("the fused layer norm is taken for contiguous f32 tensors only")
 }
 
 fn forward(

@@ -15,11 +15,13 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
+
+use crate::activation::unary_backward;
 
 use crate::layer_norm::dot;
 
@@ -80,22 +82,10 @@ impl Backward<Flex, 1> for SoftmaxBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let Some(node) = node else { return };
-        let (y, dy) = (ops.state.to_contiguous(), dy.to_contiguous());
-        let (device, shape) = (y.device(), y.shape());
+        let shape = ops.state.shape();
         let row = shape[shape.num_dims() - 1];
-        let dx = backward_kernel(floats(&y), floats(&dy), row);
-        let data = TensorData::new(dx, shape);
-        grads.register::<Flex>(node.id, Flex::float_from_data(data, &device));
+        unary_backward(ops, grads, |y, dy| backward_kernel(y, dy, row));
     }
-}
-
-/// The values of a contiguous f32 tensor, borrowed.
-fn floats(t: &FloatTensor<Flex>) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("the fused softmax is taken for contiguous f32 tensors only")
 }
 
 /// `dx = y · (dy - Σ dy · y)` per row of `row` values; the row sums in f64.
