@@ -45,7 +45,7 @@ pub trait ReluFused: Backend {
 
 impl ReluFused for Flex {
     fn relu_fused(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        forward(x)
+        map_floats(x, forward_kernel)
     }
 }
 
@@ -57,10 +57,10 @@ impl<C: CheckpointStrategy> ReluFused for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = forward(x.into_primitive());
+                let y = map_floats(x.into_primitive(), forward_kernel);
                 prep.finish(y.clone(), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive())),
+            OpsKind::UnTracked(prep) => prep.finish(map_floats(x.into_primitive(), forward_kernel)),
         }
     }
 }
@@ -97,13 +97,6 @@ pub(crate) fn unary_backward(
     let dx = kernel(floats(&saved), floats(&dy));
     let data = TensorData::new(dx, shape);
     grads.register::<Flex>(node.id, Flex::float_from_data(data, &device));
-}
-
-fn forward(x: FloatTensor<Flex>) -> FloatTensor<Flex> {
-    let x = x.to_contiguous();
-    let (device, shape) = (x.device(), x.shape());
-    let y = forward_kernel(floats(&x));
-    Flex::float_from_data(TensorData::new(y, shape), &device)
 }
 
 /// `max(v, 0)` as burn's and PyTorch's ReLU computes it: 0 where `v <= 0`, `v` elsewhere, so a
