@@ -7,6 +7,7 @@ pub mod activation;
 pub mod batch_norm;
 pub mod conv;
 pub mod data_parallel;
+pub mod dropout;
 pub mod error;
 pub mod import;
 pub mod layer_norm;

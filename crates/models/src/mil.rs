@@ -7,6 +7,7 @@
 //! Field names follow the official ones (`dimreduction.fc1`, `attention.q_proj`, ...); the
 //! importer maps AEM checkpoints (and the golden fixtures' parameter names) onto them.
 
+use crate::dropout::dropout;
 use burn::module::{Module, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
@@ -184,7 +185,7 @@ impl MhaMil {
         let out = out.swap_dims(0, 1).reshape([1, d]);
         let out = att
             .layer_norm
-            .forward(att.dropout.forward(att.out_proj.forward(out)));
+            .forward(dropout(&att.dropout, att.out_proj.forward(out)));
         MilOutput {
             logits: self.classifier.fc.forward(out.clone()),
             attention: scores.reshape([heads, n]),

@@ -9,6 +9,7 @@
 use crate::ZeroBias;
 use crate::batch_norm::batch_norm_relu;
 use crate::conv::conv2d;
+use crate::dropout::dropout;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
@@ -65,7 +66,7 @@ impl WideBlock {
         };
         let out = conv2d(&self.conv1, act);
         let out = batch_norm_relu(&self.bn2, out);
-        let out = conv2d(&self.conv2, self.dropout.forward(out));
+        let out = conv2d(&self.conv2, dropout(&self.dropout, out));
         out + identity
     }
 }
