@@ -17,6 +17,9 @@
 //! with K = C_in·kh·kw, L = H_out·W_out, and B images per chunk, so that the im2col buffer
 //! stays bounded (`CHUNK_FLOATS`) whatever the batch size.
 //!
+//! Stride-1 convolutions on large planes skip the im2col buffer altogether: they run as shifted
+//! products over a channels-last copy of the input (`conv_shifted.rs`).
+//!
 //! The numbers are those of burn's own convolution up to float summation order (the test
 //! compares values and gradients with burn's on random inputs). Other backends (wgpu, CUDA),
 //! grouped convolutions and non-f32 tensors keep burn's `Conv2d::forward`; so does inference,
@@ -35,7 +38,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::floats;
+use crate::{conv_shifted, floats};
 
 /// Upper bound of one im2col buffer, in floats (32 MiB): the batch is processed in chunks of
 /// images whose columns fit. Large enough that every chunk's products have thousands of columns.
@@ -347,7 +350,7 @@ fn col2im(g: &Geometry, dcols: &[f32], first: usize, b: usize, dx: &mut [f32]) {
 /// and the weight gradient (long K) 2-4x faster than a row-major one; the column gradient is
 /// faster row-major (BENCHMARKS.md, "Flex on AVX-512").
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(crate) fn gemm(
     [m, n, k]: [usize; 3],
     dst: &mut [f32],
     [dst_rs, dst_cs]: [usize; 2],
@@ -441,6 +444,9 @@ fn scatter_transposed(g: &Geometry, out: &[f32], nchw: &mut [f32], first: usize,
 
 /// Forward convolution without bias: `y[N, O, H_out, W_out]`.
 pub fn forward_kernel(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if conv_shifted::applies(g) {
+        return conv_shifted::forward(g, x, w);
+    }
     forward_chunked(g, x, w, g.chunk(CHUNK_FLOATS))
 }
 
@@ -478,6 +484,9 @@ pub fn backward_kernels(
     want_dx: bool,
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if conv_shifted::applies(g) {
+        return conv_shifted::backward(g, x, w, dy, [want_dx, want_dw]);
+    }
     let step = g.chunk(CHUNK_FLOATS);
     backward_chunked(g, x, w, dy, [want_dx, want_dw], step)
 }
@@ -662,6 +671,82 @@ mod tests {
         }
     }
 
+    /// The shifted-grid kernels (conv_shifted.rs) against the same direct convolution, on
+    /// every stride-1 case they accept whatever their waste, plus shapes of their own:
+    /// asymmetric and one-sided padding, non-square kernels and planes, 1x1, and one image.
+    #[test]
+    fn shifted_kernels_match_a_direct_convolution() {
+        let mut cases: Vec<Case> = CASES.to_vec();
+        cases.extend([
+            ([2, 3, 6, 9], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            ([3, 2, 5, 4], [3, 2, 2, 3], [1, 1], [(0, 1), (2, 0)], [1, 1]),
+            ([2, 5, 4, 4], [3, 5, 1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+            ([1, 3, 6, 5], [2, 3, 5, 5], [1, 1], [(2, 2), (2, 2)], [1, 1]),
+            ([2, 2, 5, 6], [3, 2, 3, 3], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+        ]);
+        let mut tested = 0;
+        for (case, (xs, ws, stride, padding, dilation)) in cases.into_iter().enumerate() {
+            let options = ConvOptions::new_with_padding(stride, padding, dilation, 1);
+            let g = Geometry::new(&xs, &ws, &options);
+            if !conv_shifted::fits(&g) {
+                continue;
+            }
+            tested += 1;
+            let x = uniform_noise(xs.iter().product(), 11 + case as u64);
+            let w = uniform_noise(ws.iter().product(), 110 + case as u64);
+            let dy = uniform_noise(g.n * g.o * g.l(), 210 + case as u64);
+            let dot = |y: &[f64]| y.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum::<f64>();
+            let unit = |len: usize, at: usize| {
+                let mut e = vec![0.0f32; len];
+                e[at] = 1.0;
+                e
+            };
+            let want_dw: Vec<f64> = (0..w.len())
+                .map(|i| dot(&direct(&g, &x, &unit(w.len(), i))))
+                .collect();
+            let want_dx: Vec<f64> = (0..x.len())
+                .map(|i| dot(&direct(&g, &unit(x.len(), i), &w)))
+                .collect();
+            let what = format!("case {case} {xs:?} * {ws:?} pad {padding:?}");
+            close(
+                &format!("{what}: y"),
+                &conv_shifted::forward(&g, &x, &w),
+                &direct(&g, &x, &w),
+                1e-5,
+            );
+            let (dx, dw) = conv_shifted::backward(&g, &x, &w, &dy, [true, true]);
+            close(&format!("{what}: dx"), &dx.unwrap(), &want_dx, 1e-5);
+            close(&format!("{what}: dw"), &dw.unwrap(), &want_dw, 1e-5);
+            let (dx, dw) = conv_shifted::backward(&g, &x, &w, &dy, [true, false]);
+            assert!(
+                dx.is_some() && dw.is_none(),
+                "{what}: only dX was asked for"
+            );
+        }
+        assert_eq!(tested, 7, "stride-1 cases that fit on the grid");
+    }
+
+    /// Which path a ResNet / WRN convolution takes: the shifted grid for large planes, im2col
+    /// for small ones (waste) and strided ones.
+    #[test]
+    fn large_stride_1_planes_take_the_shifted_path() {
+        let geometry = |hw: usize, k: usize, stride: usize, pad: usize| {
+            let options = ConvOptions::new_with_padding([stride; 2], [(pad, pad); 2], [1, 1], 1);
+            Geometry::new(&[2, 16, hw, hw], &[16, 16, k, k], &options)
+        };
+        assert!(conv_shifted::applies(&geometry(32, 3, 1, 1)));
+        assert!(conv_shifted::applies(&geometry(16, 3, 1, 1)));
+        assert!(
+            conv_shifted::applies(&geometry(8, 1, 1, 0)),
+            "1x1: no waste"
+        );
+        assert!(
+            !conv_shifted::applies(&geometry(4, 3, 1, 1)),
+            "4x4: 56% waste"
+        );
+        assert!(!conv_shifted::applies(&geometry(32, 3, 2, 1)), "stride 2");
+    }
+
     /// Through burn: `conv2d` on a flex autodiff device (the extension, with bias) against
     /// burn's own `Conv2d::forward`, values and all three gradients.
     #[test]
@@ -674,11 +759,14 @@ mod tests {
                 .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
                 .with_bias(bias)
                 .init(&device);
-            assert!(gemm_options(&conv, &Tensor::<4>::zeros([1, 4, 8, 8], &device)).is_some());
+            let x = Tensor::<4>::zeros([1, 4, 12, 12], &device);
+            let options = gemm_options(&conv, &x).expect("the extension's path");
+            let g = Geometry::new(&[3, 4, 12, 12], &[6, 4, k, k], &options);
+            assert_eq!(conv_shifted::applies(&g), stride == 1, "stride {stride}");
             let x =
-                Tensor::<4>::random([3, 4, 8, 8], Distribution::Default, &device).require_grad();
+                Tensor::<4>::random([3, 4, 12, 12], Distribution::Default, &device).require_grad();
             let target = Tensor::<4>::random(
-                [3, 6, 8 / stride, 8 / stride],
+                [3, 6, 12 / stride, 12 / stride],
                 Distribution::Default,
                 &device,
             );

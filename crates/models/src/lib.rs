@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod batch_norm;
 pub mod conv;
+mod conv_shifted;
 pub mod data_parallel;
 pub mod dropout;
 pub mod error;
