@@ -22,8 +22,9 @@
 //!
 //! The numbers are those of burn's own convolution up to float summation order (the test
 //! compares values and gradients with burn's on random inputs). Other backends (wgpu, CUDA),
-//! grouped convolutions and non-f32 tensors keep burn's `Conv2d::forward`; so does inference,
-//! where flex's own forward is used.
+//! grouped convolutions and non-f32 tensors keep burn's `Conv2d::forward`; so does inference
+//! on flex (flex's own forward) except where the shifted grid applies, which is faster there
+//! too.
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -44,7 +45,7 @@ use crate::{conv_shifted, floats};
 /// images whose columns fit. Large enough that every chunk's products have thousands of columns.
 const CHUNK_FLOATS: usize = 8 << 20;
 
-/// `conv.forward(x)`, with the im2col-gemm training path on flex autodiff devices.
+/// `conv.forward(x)`, with this file's kernels on flex (see `gemm_options` for which).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let Some(options) = gemm_options(conv, &x) else {
         return conv.forward(x);
@@ -64,22 +65,31 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// The convolution's options when the im2col path applies to it: a flex autodiff device, f32,
-/// one group, explicit padding.
+/// The convolution's options when this file's kernels apply to it: f32, one group, explicit
+/// padding, and a flex autodiff device (training), or a flex device without autodiff
+/// (inference) where the shifted-grid path applies; elsewhere flex's own forward is as fast as
+/// im2col (BENCHMARKS.md, "Convolution without im2col").
 fn gemm_options(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvOptions<2>> {
-    let on_flex_autodiff = crate::on_flex_autodiff(&x.device());
-    if !on_flex_autodiff || x.dtype() != DType::F32 || conv.groups != 1 {
+    let device = x.device();
+    if !crate::on_flex(&device) || x.dtype() != DType::F32 || conv.groups != 1 {
         return None;
     }
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
         return None;
     };
-    Some(ConvOptions::new_with_padding(
+    let options = ConvOptions::new_with_padding(
         conv.stride,
         [(top, bottom), (left, right)],
         conv.dilation,
         1,
-    ))
+    );
+    if !crate::on_flex_autodiff(&device) {
+        let g = Geometry::new(&x.dims(), &conv.weight.dims(), &options);
+        if !conv_shifted::applies(&g) {
+            return None;
+        }
+    }
+    Some(options)
 }
 
 /// A convolution without bias (bias is a broadcast add the autodiff graph handles) whose
@@ -825,14 +835,14 @@ mod tests {
     }
 
     #[test]
-    fn other_devices_and_inference_keep_burns_convolution() {
+    fn other_devices_and_small_planes_in_inference_keep_burns_convolution() {
         let conv = Conv2dConfig::new([2, 2], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(&Device::flex());
         let x = Tensor::<4>::zeros([1, 2, 4, 4], &Device::flex());
         assert!(
             gemm_options(&conv, &x).is_none(),
-            "inference on flex: flex's own forward"
+            "inference on flex, 4x4 planes: flex's own forward"
         );
         let same = Conv2dConfig::new([2, 2], [3, 3])
             .with_padding(PaddingConfig2d::Same)
@@ -842,5 +852,33 @@ mod tests {
             gemm_options(&same, &x).is_none(),
             "`Same` padding: burn's path"
         );
+    }
+
+    /// Inference on flex (no autodiff) on planes the shifted grid takes: the same values as
+    /// burn's convolution, bias included.
+    #[test]
+    fn inference_on_large_planes_matches_burns_convolution() {
+        let device = Device::flex();
+        let conv = Conv2dConfig::new([5, 7], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        let x = Tensor::<4>::random([3, 5, 16, 16], Distribution::Default, &device);
+        assert!(
+            gemm_options(&conv, &x).is_some(),
+            "16x16, stride 1: the shifted grid"
+        );
+        let ours = conv2d(&conv, x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let burns: Vec<f64> = conv
+            .forward(x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| *v as f64)
+            .collect();
+        close("inference", &ours, &burns, 1e-5);
     }
 }
