@@ -599,6 +599,24 @@ mod tests {
         y
     }
 
+    /// `dX` and `dW` of `<dy, conv(x, w)>` by the adjoint identities: the product is bilinear,
+    /// so dW[o,c,i,j] = <dy, conv(x, e_ocij)> and dX[n,c,h,w] = <dy, conv(e_nchw, w)>.
+    fn adjoint_gradients(g: &Geometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+        let dot = |y: &[f64]| y.iter().zip(dy).map(|(a, b)| a * *b as f64).sum::<f64>();
+        let unit = |len: usize, at: usize| {
+            let mut e = vec![0.0f32; len];
+            e[at] = 1.0;
+            e
+        };
+        let dx = (0..x.len())
+            .map(|i| dot(&direct(g, &unit(x.len(), i), w)))
+            .collect();
+        let dw = (0..w.len())
+            .map(|i| dot(&direct(g, x, &unit(w.len(), i))))
+            .collect();
+        (dx, dw)
+    }
+
     fn close(what: &str, got: &[f32], want: &[f64], tol: f64) {
         assert_eq!(got.len(), want.len(), "{what}: length");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -647,20 +665,7 @@ mod tests {
             let w = uniform_noise(ws.iter().product(), 100 + case as u64);
             let dy = uniform_noise(g.n * g.o * g.l(), 200 + case as u64);
             let y = direct(&g, &x, &w);
-            // Gradients by the adjoint identities: <dy, conv(x, w)> is bilinear, so
-            // dW[o,c,i,j] = <dy, conv(x, e_ocij)> and dX[n,c,h,w] = <dy, conv(e_nchw, w)>.
-            let dot = |y: &[f64]| y.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum::<f64>();
-            let unit = |len: usize, at: usize| {
-                let mut e = vec![0.0f32; len];
-                e[at] = 1.0;
-                e
-            };
-            let want_dw: Vec<f64> = (0..w.len())
-                .map(|i| dot(&direct(&g, &x, &unit(w.len(), i))))
-                .collect();
-            let want_dx: Vec<f64> = (0..x.len())
-                .map(|i| dot(&direct(&g, &unit(x.len(), i), &w)))
-                .collect();
+            let (want_dx, want_dw) = adjoint_gradients(&g, &x, &w, &dy);
             for step in [1, 2, g.n] {
                 let what = format!("case {case}, {step} image(s) per chunk");
                 close(
@@ -705,18 +710,7 @@ mod tests {
             let x = uniform_noise(xs.iter().product(), 11 + case as u64);
             let w = uniform_noise(ws.iter().product(), 110 + case as u64);
             let dy = uniform_noise(g.n * g.o * g.l(), 210 + case as u64);
-            let dot = |y: &[f64]| y.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum::<f64>();
-            let unit = |len: usize, at: usize| {
-                let mut e = vec![0.0f32; len];
-                e[at] = 1.0;
-                e
-            };
-            let want_dw: Vec<f64> = (0..w.len())
-                .map(|i| dot(&direct(&g, &x, &unit(w.len(), i))))
-                .collect();
-            let want_dx: Vec<f64> = (0..x.len())
-                .map(|i| dot(&direct(&g, &unit(x.len(), i), &w)))
-                .collect();
+            let (want_dx, want_dw) = adjoint_gradients(&g, &x, &w, &dy);
             let what = format!("case {case} {xs:?} * {ws:?} pad {padding:?}");
             close(
                 &format!("{what}: y"),

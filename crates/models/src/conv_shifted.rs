@@ -182,6 +182,17 @@ fn to_grid(
     out
 }
 
+/// The input images of a chunk (`x`, geometry `gc`) channels-last on its grid.
+fn input_grid(x: &[f32], gc: &Geometry, grid: &Grid) -> Vec<f32> {
+    to_grid(
+        x,
+        [gc.n, gc.c, gc.h, gc.w],
+        grid,
+        grid.guard,
+        grid.input_positions(),
+    )
+}
+
 /// The inverse, into `out`: the real positions of a channels-last grid `[positions, ch]`
 /// (image `b`'s `(r, c)` at `b·Hp·Wp + r·Wp + c`) as `[N, ch, h, w]` planes.
 fn from_grid(grid_values: &[f32], [ch, h, w]: [usize; 3], grid: &Grid, out: &mut [f32]) {
@@ -257,13 +268,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     for first in (0..g.n).step_by(step) {
         let (gc, [xr, yr]) = images(g, first, step.min(g.n - first));
         let grid = Grid::new(&gc);
-        let xg = to_grid(
-            &x[xr],
-            [gc.n, c, g.h, g.w],
-            &grid,
-            grid.guard,
-            grid.input_positions(),
-        );
+        let xg = input_grid(&x[xr], &gc, &grid);
         let shifts: Vec<usize> = (0..g.kh).map(|i| grid.row(i)).collect();
         // Y channels-last on the grid, `[m, O]`
         let mut yg = vec![0.0f32; grid.m * o];
@@ -310,13 +315,7 @@ pub(crate) fn backward(
             grid.output_positions(),
         );
         if let Some(dwt) = dwt.as_mut() {
-            let xg = to_grid(
-                &x[xr.clone()],
-                [gc.n, c, g.h, g.w],
-                &grid,
-                grid.guard,
-                grid.input_positions(),
-            );
+            let xg = input_grid(&x[xr.clone()], &gc, &grid);
             // dW_i[(j, c), o] += Σ_q X_i[q, (j, c)] · dY[q, o]
             for (i, dst) in dwt.chunks_exact_mut(kwc * o).enumerate() {
                 gemm(
