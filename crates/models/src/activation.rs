@@ -197,7 +197,10 @@ impl Backward<Flex, 1> for GeluBackward {
 }
 
 /// `f` over the values of `x`, into a new tensor of its shape.
-fn map_floats(x: FloatTensor<Flex>, f: fn(&[f32]) -> Vec<f32>) -> FloatTensor<Flex> {
+pub(crate) fn map_floats(
+    x: FloatTensor<Flex>,
+    f: impl FnOnce(&[f32]) -> Vec<f32>,
+) -> FloatTensor<Flex> {
     let x = x.to_contiguous();
     let (device, shape) = (x.device(), x.shape());
     Flex::float_from_data(TensorData::new(f(floats(&x)), shape), &device)

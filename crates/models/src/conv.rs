@@ -234,6 +234,12 @@ impl Geometry {
         }
     }
 
+    /// Input channel and kernel offset `(c, i, j)` of index `k` in `C_in·kh·kw` order (a
+    /// filter's weights, a row of the im2col matrix).
+    pub(crate) fn tap(&self, k: usize) -> (usize, usize, usize) {
+        (k / (self.kh * self.kw), k / self.kw % self.kh, k % self.kw)
+    }
+
     /// Rows of the im2col matrix: C_in·kh·kw.
     fn k(&self) -> usize {
         self.c * self.kh * self.kw
@@ -284,7 +290,7 @@ fn im2col(g: &Geometry, x: &[f32], first: usize, b: usize, cols: &mut [f32]) {
     cols.par_chunks_mut(b * l)
         .enumerate()
         .for_each(|(row, out)| {
-            let (c, i, j) = (row / (g.kh * g.kw), row / g.kw % g.kh, row % g.kw);
+            let (c, i, j) = g.tap(row);
             let (r0, r1) = Geometry::valid(g.h, g.oh, i, g.stride[0], g.pad[0], g.dilation[0]);
             let (c0, c1) = Geometry::valid(g.w, g.ow, j, g.stride[1], g.pad[1], g.dilation[1]);
             for image in 0..b {
@@ -416,15 +422,36 @@ pub(crate) fn gemm(
     }
 }
 
-/// `dst[cols, rows] = src[rows, cols]ᵀ`, in tiles that stay in the L1 cache.
-fn transpose(src: &[f32], [rows, cols]: [usize; 2], dst: &mut [f32]) {
-    const TILE: usize = 32;
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for c in c0..(c0 + TILE).min(cols) {
-                let line = &mut dst[c * rows..][..rows];
-                for r in r0..(r0 + TILE).min(rows) {
-                    line[r] = src[r * cols + c];
+/// `dst[j·dst_rs + i] = src[i·src_rs + j]` for `i < rows`, `j < cols`, in 8x8 tiles: each tile
+/// reads and writes 8 consecutive floats per line.
+pub(crate) fn transpose(
+    src: &[f32],
+    src_rs: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    [rows, cols]: [usize; 2],
+) {
+    const T: usize = 8;
+    for i0 in (0..rows).step_by(T) {
+        let ih = T.min(rows - i0);
+        for j0 in (0..cols).step_by(T) {
+            let jw = T.min(cols - j0);
+            if ih == T && jw == T {
+                let mut tile = [[0.0f32; T]; T];
+                for (i, line) in tile.iter_mut().enumerate() {
+                    line.copy_from_slice(&src[(i0 + i) * src_rs + j0..][..T]);
+                }
+                for j in 0..T {
+                    let out = &mut dst[(j0 + j) * dst_rs + i0..][..T];
+                    for (i, v) in out.iter_mut().enumerate() {
+                        *v = tile[i][j];
+                    }
+                }
+            } else {
+                for i in i0..i0 + ih {
+                    for j in j0..j0 + jw {
+                        dst[j * dst_rs + i] = src[i * src_rs + j];
+                    }
                 }
             }
         }
@@ -449,7 +476,7 @@ fn scatter_transposed(g: &Geometry, out: &[f32], nchw: &mut [f32], first: usize,
     nchw[first * image_len..(first + b) * image_len]
         .par_chunks_mut(image_len)
         .zip(out.par_chunks(image_len))
-        .for_each(|(dst, src)| transpose(src, [l, g.o], dst));
+        .for_each(|(dst, src)| transpose(src, g.o, dst, l, [l, g.o]));
 }
 
 /// Forward convolution without bias: `y[N, O, H_out, W_out]`.
@@ -551,7 +578,7 @@ fn backward_chunked(
     }
     let dw = dw_t.map(|dw_t| {
         let mut dw = vec![0.0; g.o * k];
-        transpose(&dw_t, [k, g.o], &mut dw);
+        transpose(&dw_t, g.o, &mut dw, k, [k, g.o]);
         dw
     });
     (dx, dw)

@@ -14,19 +14,17 @@
 //! burn's and PyTorch's dropout; the masks themselves are not PyTorch's (nor burn's) random
 //! numbers, which no CPU implementation shares anyway.
 
-use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::nn::Dropout;
-use burn::tensor::{DType, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, Distribution, Tensor};
 use rayon::prelude::*;
 
-use crate::floats;
+use crate::activation::map_floats;
 
 /// Elements per parallel task.
 const TASK: usize = 1 << 16;
@@ -147,9 +145,7 @@ impl<C: CheckpointStrategy> DropoutFused for Autodiff<Flex, C> {
 }
 
 fn apply(x: FloatTensor<Flex>, mask: &Mask) -> FloatTensor<Flex> {
-    let x = x.to_contiguous();
-    let (device, shape) = (x.device(), x.shape());
-    Flex::float_from_data(TensorData::new(mask.apply(floats(&x)), shape), &device)
+    map_floats(x, |values| mask.apply(values))
 }
 
 #[derive(Debug)]

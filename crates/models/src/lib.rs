@@ -42,8 +42,8 @@ pub(crate) fn on_flex_autodiff(device: &Device) -> bool {
 }
 
 /// The values of a contiguous f32 flex tensor, borrowed: the backend extensions (`conv`,
-/// `batch_norm`, `layer_norm`, `activation`, `softmax`) are only taken for f32, and make their
-/// tensors contiguous first.
+/// `batch_norm`, `layer_norm`, `activation`, `softmax`, `dropout`) are only taken for f32, and
+/// make their tensors contiguous first.
 pub(crate) fn floats(t: &burn::backend::tensor::FloatTensor<burn::backend::Flex>) -> &[f32] {
     t.as_slice::<f32>()
         .expect("the fused kernels take contiguous f32 tensors only")
