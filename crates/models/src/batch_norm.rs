@@ -81,9 +81,10 @@ fn normalize(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         // Inference, or a frozen layer: the running statistics, as burn does.
         return activate(bn.forward(x));
     }
-    let on_flex = crate::on_flex_autodiff(&device);
+    // The fused kernels: flex's below, or libtorch's (`libtorch.rs`, feature `tch`).
+    let fused = crate::on_flex_autodiff(&device) || crate::on_libtorch_autodiff(&device);
     let [batch, _, h, w] = x.dims();
-    let (output, mean, variance) = if on_flex && x.dtype() == DType::F32 {
+    let (output, mean, variance) = if fused && x.dtype() == DType::F32 {
         let (output, mean, variance) =
             <burn::backend::Dispatch as BatchNormFused>::batch_norm_fused(
                 x.into_dispatch(),
@@ -125,7 +126,7 @@ fn normalize(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
 
 /// Training-mode batch norm of an NCHW tensor, followed by a ReLU when `relu`: the output, and
 /// the batch mean and biased variance per channel.
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, LibTorch: cfg(feature = "tch"))]
 pub trait BatchNormFused: Backend {
     fn batch_norm_fused(
         x: FloatTensor<Self>,

@@ -68,22 +68,28 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// The convolution's options when this file's kernels apply to it: f32, one group, explicit
 /// padding, and a flex autodiff device (training), or a flex device without autodiff
 /// (inference) where the shifted-grid path applies; elsewhere flex's own forward is as fast as
-/// im2col (BENCHMARKS.md, "Convolution without im2col").
-fn gemm_options(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvOptions<2>> {
+/// im2col (BENCHMARKS.md, "Convolution without im2col"). With the `tch` feature, also a
+/// LibTorch autodiff device with symmetric padding (libtorch's backward kernels,
+/// `libtorch.rs`).
+pub(crate) fn gemm_options(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvOptions<2>> {
     let device = x.device();
-    if !crate::on_flex(&device) || x.dtype() != DType::F32 || conv.groups != 1 {
+    let libtorch = crate::on_libtorch_autodiff(&device);
+    if !(crate::on_flex(&device) || libtorch) || x.dtype() != DType::F32 || conv.groups != 1 {
         return None;
     }
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
         return None;
     };
+    if libtorch && (top != bottom || left != right) {
+        return None;
+    }
     let options = ConvOptions::new_with_padding(
         conv.stride,
         [(top, bottom), (left, right)],
         conv.dilation,
         1,
     );
-    if !crate::on_flex_autodiff(&device) {
+    if !libtorch && !crate::on_flex_autodiff(&device) {
         let g = Geometry::new(&x.dims(), &conv.weight.dims(), &options);
         if !conv_shifted::applies(&g) {
             return None;
@@ -93,8 +99,9 @@ fn gemm_options(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvOptions<2>> {
 }
 
 /// A convolution without bias (bias is a broadcast add the autodiff graph handles) whose
-/// autodiff implementation on flex differentiates through the gemm kernels below.
-#[backend_extension(Autodiff, Flex)]
+/// autodiff implementation on flex differentiates through the gemm kernels below (and on
+/// LibTorch through libtorch's `convolution_backward`, `libtorch.rs`).
+#[backend_extension(Autodiff, Flex, LibTorch: cfg(feature = "tch"))]
 pub trait ConvGemm: Backend {
     fn conv2d_gemm(
         x: FloatTensor<Self>,

@@ -38,12 +38,15 @@ const ROWS: usize = 64;
 
 /// `ln.forward(x)` for a layer norm with bias and `epsilon` (burn's `LayerNorm` keeps its
 /// epsilon private, so the caller passes the one it built the module with): the fused kernels on
-/// flex autodiff devices for f32, `ln.forward` elsewhere.
+/// flex autodiff devices for f32 (libtorch's on LibTorch autodiff, `libtorch.rs`), `ln.forward`
+/// elsewhere.
 pub fn layer_norm<const D: usize>(ln: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
     let Some(beta) = ln.beta.as_ref() else {
         return ln.forward(x);
     };
-    if !crate::on_flex_autodiff(&x.device()) || x.dtype() != DType::F32 {
+    let device = x.device();
+    let fused = crate::on_flex_autodiff(&device) || crate::on_libtorch_autodiff(&device);
+    if !fused || x.dtype() != DType::F32 {
         return ln.forward(x);
     }
     Tensor::<D>::from_dispatch(
@@ -57,7 +60,7 @@ pub fn layer_norm<const D: usize>(ln: &LayerNorm, epsilon: f64, x: Tensor<D>) ->
 }
 
 /// Layer norm over the last axis with scale and shift.
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, LibTorch: cfg(feature = "tch"))]
 pub trait LayerNormFused: Backend {
     fn layer_norm_fused(
         x: FloatTensor<Self>,

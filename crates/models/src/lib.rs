@@ -4,16 +4,24 @@
 //! the attention-MIL aggregators of AEM and PyTorch / safetensors weight import.
 
 pub mod activation;
+// With `tch`, the extensions of batch_norm, conv, layer_norm and softmax also route to
+// burn-tch, which is deprecated upstream (see libtorch.rs for why it stays).
+#[cfg_attr(feature = "tch", allow(deprecated))]
 pub mod batch_norm;
+#[cfg_attr(feature = "tch", allow(deprecated))]
 pub mod conv;
 mod conv_shifted;
 pub mod data_parallel;
 pub mod dropout;
 pub mod error;
 pub mod import;
+#[cfg_attr(feature = "tch", allow(deprecated))]
 pub mod layer_norm;
+#[cfg(feature = "tch")]
+mod libtorch;
 pub mod mil;
 pub mod resnet;
+#[cfg_attr(feature = "tch", allow(deprecated))]
 pub mod softmax;
 pub mod vit;
 pub mod wrn;
@@ -39,6 +47,16 @@ pub(crate) fn on_flex_autodiff(device: &Device) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `device` is LibTorch under autodiff (feature `tch`): the training device where the
+/// `conv` and `batch_norm` extensions take libtorch's own backward kernels (`libtorch.rs`).
+#[cfg(feature = "tch")]
+pub(crate) use libtorch::on_libtorch_autodiff;
+
+#[cfg(not(feature = "tch"))]
+pub(crate) fn on_libtorch_autodiff(_device: &Device) -> bool {
+    false
 }
 
 /// The values of a contiguous f32 flex tensor, borrowed: the backend extensions (`conv`,

@@ -28,10 +28,12 @@ use crate::layer_norm::dot;
 /// Values per parallel task, rounded down to whole rows.
 const TASK: usize = 1 << 15;
 
-/// `softmax(x, D - 1)`: the fused kernels on flex autodiff devices for f32, burn's `softmax`
-/// elsewhere.
+/// `softmax(x, D - 1)`: the fused kernels on flex autodiff devices for f32 (libtorch's on
+/// LibTorch autodiff, `libtorch.rs`), burn's `softmax` elsewhere.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !crate::on_flex_autodiff(&x.device()) || x.dtype() != DType::F32 {
+    let device = x.device();
+    let fused = crate::on_flex_autodiff(&device) || crate::on_libtorch_autodiff(&device);
+    if !fused || x.dtype() != DType::F32 {
         return burn::tensor::activation::softmax(x, D - 1);
     }
     Tensor::<D>::from_dispatch(<burn::backend::Dispatch as SoftmaxFused>::softmax_last(
@@ -40,7 +42,7 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// Softmax over the last axis.
-#[backend_extension(Autodiff, Flex)]
+#[backend_extension(Autodiff, Flex, LibTorch: cfg(feature = "tch"))]
 pub trait SoftmaxFused: Backend {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
