@@ -27,6 +27,7 @@
 
 use std::ffi::{CStr, c_char, c_int};
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -120,6 +121,29 @@ fn take<const N: usize>(error: *mut c_char, outs: [*mut C_tensor; N]) -> [Option
     outs.map(|p| (!p.is_null()).then(|| unsafe { Tensor::from_ptr(p) }))
 }
 
+/// The ids of an op's parents, `None` for those that need no gradient, and the shim's
+/// "compute this gradient" flags for them.
+fn parents<S, const N: usize>(ops: &Ops<S, N>) -> ([Option<NodeId>; N], [c_int; N]) {
+    let ids = ops
+        .parents
+        .each_ref()
+        .map(|p| p.as_ref().map(|node| node.id));
+    (ids, ids.map(|id| id.is_some().into()))
+}
+
+/// Hands each computed gradient to its parent.
+fn register<const N: usize>(
+    grads: &mut Gradients,
+    ids: [Option<NodeId>; N],
+    outs: [Option<Tensor>; N],
+) {
+    for (id, grad) in ids.into_iter().zip(outs) {
+        if let (Some(id), Some(grad)) = (id, grad) {
+            grads.register::<LibTorch>(id, TchTensor::new(grad));
+        }
+    }
+}
+
 fn conv_forward(x: &Tensor, w: &Tensor, options: &ConvOptions<2>) -> Tensor {
     let ints = |v: [usize; 2]| v.map(|i| i as i64);
     x.conv2d(
@@ -179,13 +203,14 @@ impl Backward<LibTorch, 2> for ConvBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_w] = ops.parents;
+        let (ids, [want_dx, want_dw]) = parents(&ops);
         let dy = grads.consume::<LibTorch>(&ops.node);
         let (x, w, options) = ops.state;
         let ints = |v: [usize; 2]| v.map(|i| i as i64);
         let (stride, padding) = (ints(options.stride), ints(options.padding_begin()));
         let dilation = ints(options.dilation);
-        let (mut dx, mut dw) = (std::ptr::null_mut(), std::ptr::null_mut());
+        let mut outs = [std::ptr::null_mut(); 2];
+        let [dx, dw] = &mut outs;
         // SAFETY: the tensors outlive the call; the shim writes only the two out pointers.
         let error = unsafe {
             oodforge_conv2d_backward(
@@ -196,19 +221,13 @@ impl Backward<LibTorch, 2> for ConvBackward {
                 padding.as_ptr(),
                 dilation.as_ptr(),
                 options.groups as i64,
-                node_x.is_some().into(),
-                node_w.is_some().into(),
-                &mut dx,
-                &mut dw,
+                want_dx,
+                want_dw,
+                dx,
+                dw,
             )
         };
-        let [dx, dw] = take(error, [dx, dw]);
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<LibTorch>(node.id, TchTensor::new(dx));
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            grads.register::<LibTorch>(node.id, TchTensor::new(dw));
-        }
+        register(grads, ids, take(error, outs));
     }
 }
 
@@ -321,7 +340,7 @@ impl Backward<LibTorch, 3> for BnBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
+        let (ids, [want_dx, want_dgamma, want_dbeta]) = parents(&ops);
         let dy = grads.consume::<LibTorch>(&ops.node).tensor;
         let s = ops.state;
         // ReLU's backward as PyTorch's (`threshold_backward(grad, result, 0)`): the gradient
@@ -341,20 +360,15 @@ impl Backward<LibTorch, 3> for BnBackward {
                 s.mean.tensor.as_ptr(),
                 s.invstd.tensor.as_ptr(),
                 s.epsilon,
-                node_x.is_some().into(),
-                node_gamma.is_some().into(),
-                node_beta.is_some().into(),
+                want_dx,
+                want_dgamma,
+                want_dbeta,
                 dx,
                 dgamma,
                 dbeta,
             )
         };
-        let [dx, dgamma, dbeta] = take(error, outs);
-        for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
-            if let (Some(node), Some(grad)) = (node, grad) {
-                grads.register::<LibTorch>(node.id, TchTensor::new(grad));
-            }
-        }
+        register(grads, ids, take(error, outs));
     }
 }
 
@@ -437,7 +451,7 @@ impl Backward<LibTorch, 3> for LnBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
+        let (ids, [want_dx, want_dgamma, want_dbeta]) = parents(&ops);
         let dy = grads.consume::<LibTorch>(&ops.node).tensor;
         let s = ops.state;
         let mut outs = [std::ptr::null_mut(); 3];
@@ -452,20 +466,15 @@ impl Backward<LibTorch, 3> for LnBackward {
                 s.rstd.tensor.as_ptr(),
                 s.gamma.tensor.as_ptr(),
                 s.beta.tensor.as_ptr(),
-                node_x.is_some().into(),
-                node_gamma.is_some().into(),
-                node_beta.is_some().into(),
+                want_dx,
+                want_dgamma,
+                want_dbeta,
                 dx,
                 dgamma,
                 dbeta,
             )
         };
-        let [dx, dgamma, dbeta] = take(error, outs);
-        for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
-            if let (Some(node), Some(grad)) = (node, grad) {
-                grads.register::<LibTorch>(node.id, TchTensor::new(grad));
-            }
-        }
+        register(grads, ids, take(error, outs));
     }
 }
 
