@@ -82,7 +82,7 @@ fn normalize(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
         return activate(bn.forward(x));
     }
     // The fused kernels: flex's below, or libtorch's (`libtorch.rs`, feature `tch`).
-    let fused = crate::on_flex_autodiff(&device) || crate::on_libtorch_autodiff(&device);
+    let fused = crate::on_fused_autodiff(&device);
     let [batch, _, h, w] = x.dims();
     let (output, mean, variance) = if fused && x.dtype() == DType::F32 {
         let (output, mean, variance) =

@@ -44,9 +44,7 @@ pub fn layer_norm<const D: usize>(ln: &LayerNorm, epsilon: f64, x: Tensor<D>) ->
     let Some(beta) = ln.beta.as_ref() else {
         return ln.forward(x);
     };
-    let device = x.device();
-    let fused = crate::on_flex_autodiff(&device) || crate::on_libtorch_autodiff(&device);
-    if !fused || x.dtype() != DType::F32 {
+    if !crate::on_fused_autodiff(&x.device()) || x.dtype() != DType::F32 {
         return ln.forward(x);
     }
     Tensor::<D>::from_dispatch(

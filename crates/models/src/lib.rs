@@ -38,25 +38,43 @@ pub use resnet::{BlockKind, ResNet, Stem};
 pub use vit::{VisionTransformer, VitShape, cls_to_patch_weights};
 pub use wrn::WideResNet;
 
-/// Whether `device` is flex under autodiff: the CPU training device, where the extensions in
-/// `conv`, `batch_norm` and `activation` replace burn's kernels.
-pub(crate) fn on_flex_autodiff(device: &Device) -> bool {
+/// The device under autodiff, when `device` is an autodiff device.
+fn under_autodiff(device: &Device) -> Option<&burn::backend::DispatchDevice> {
     match device.as_dispatch() {
-        burn::backend::DispatchDevice::Autodiff(inner) => {
-            matches!(**inner, burn::backend::DispatchDevice::Flex(_))
-        }
-        _ => false,
+        burn::backend::DispatchDevice::Autodiff(inner) => Some(inner),
+        _ => None,
     }
 }
 
+/// Whether `device` is flex under autodiff: the CPU training device, where the extensions in
+/// `conv`, `batch_norm` and `activation` replace burn's kernels.
+pub(crate) fn on_flex_autodiff(device: &Device) -> bool {
+    matches!(
+        under_autodiff(device),
+        Some(burn::backend::DispatchDevice::Flex(_))
+    )
+}
+
 /// Whether `device` is LibTorch under autodiff (feature `tch`): the training device where the
-/// `conv` and `batch_norm` extensions take libtorch's own backward kernels (`libtorch.rs`).
+/// `conv`, `batch_norm`, `layer_norm` and `softmax` extensions take libtorch's own backward
+/// kernels (`libtorch.rs`).
 #[cfg(feature = "tch")]
-pub(crate) use libtorch::on_libtorch_autodiff;
+pub(crate) fn on_libtorch_autodiff(device: &Device) -> bool {
+    matches!(
+        under_autodiff(device),
+        Some(burn::backend::DispatchDevice::LibTorch(_))
+    )
+}
 
 #[cfg(not(feature = "tch"))]
 pub(crate) fn on_libtorch_autodiff(_device: &Device) -> bool {
     false
+}
+
+/// Whether the `batch_norm`, `layer_norm` and `softmax` extensions train on `device`: flex
+/// under autodiff (their own kernels) or LibTorch under autodiff (libtorch's).
+pub(crate) fn on_fused_autodiff(device: &Device) -> bool {
+    on_flex_autodiff(device) || on_libtorch_autodiff(device)
 }
 
 /// The values of a contiguous f32 flex tensor, borrowed: the backend extensions (`conv`,

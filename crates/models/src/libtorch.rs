@@ -36,7 +36,6 @@ use burn::backend::libtorch::TchTensor;
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, LibTorch};
-use burn::tensor::Device;
 use tch::Tensor;
 use torch_sys::C_tensor;
 
@@ -96,16 +95,6 @@ unsafe extern "C" {
     fn free(ptr: *mut std::ffi::c_void);
 }
 
-/// Whether `device` is LibTorch under autodiff: the `tch` training device.
-pub(crate) fn on_libtorch_autodiff(device: &Device) -> bool {
-    match device.as_dispatch() {
-        burn::backend::DispatchDevice::Autodiff(inner) => {
-            matches!(**inner, burn::backend::DispatchDevice::LibTorch(_))
-        }
-        _ => false,
-    }
-}
-
 /// The shim's outputs as owned tensors, or its error message as a panic: the shapes were
 /// checked by the forward pass, so an error here is libtorch failing, not bad input.
 fn take<const N: usize>(error: *mut c_char, outs: [*mut C_tensor; N]) -> [Option<Tensor>; N] {
@@ -144,8 +133,12 @@ fn register<const N: usize>(
     }
 }
 
+/// A pair of sizes as libtorch's `int[2]`.
+fn ints(v: [usize; 2]) -> [i64; 2] {
+    v.map(|i| i as i64)
+}
+
 fn conv_forward(x: &Tensor, w: &Tensor, options: &ConvOptions<2>) -> Tensor {
-    let ints = |v: [usize; 2]| v.map(|i| i as i64);
     x.conv2d(
         w,
         None::<Tensor>,
@@ -172,21 +165,15 @@ impl<C: CheckpointStrategy> ConvGemm for Autodiff<LibTorch, C> {
         weight: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
+        let (xp, wp) = (x.primitive(), weight.primitive());
+        let y = TchTensor::new(conv_forward(&xp.tensor, &wp.tensor, &options));
         match ConvBackward
             .prepare::<C>([x.node(), weight.node()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => {
-                let (x, w) = (x.primitive().clone(), weight.primitive().clone());
-                let y = TchTensor::new(conv_forward(&x.tensor, &w.tensor, &options));
-                prep.finish((x, w, options), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(TchTensor::new(conv_forward(
-                &x.primitive().tensor,
-                &weight.primitive().tensor,
-                &options,
-            ))),
+            OpsKind::Tracked(prep) => prep.finish((xp.clone(), wp.clone(), options), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 }
@@ -206,7 +193,6 @@ impl Backward<LibTorch, 2> for ConvBackward {
         let (ids, [want_dx, want_dw]) = parents(&ops);
         let dy = grads.consume::<LibTorch>(&ops.node);
         let (x, w, options) = ops.state;
-        let ints = |v: [usize; 2]| v.map(|i| i as i64);
         let (stride, padding) = (ints(options.stride), ints(options.padding_begin()));
         let dilation = ints(options.dilation);
         let mut outs = [std::ptr::null_mut(); 2];
@@ -377,6 +363,12 @@ fn last_dim(x: &Tensor) -> i64 {
     *x.size().last().expect("a tensor with at least one axis")
 }
 
+/// `at::native_layer_norm` over the last axis: the output, and per row the mean and
+/// `1 / sqrt(var + eps)`.
+fn ln_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, epsilon: f64) -> (Tensor, Tensor, Tensor) {
+    x.native_layer_norm([last_dim(x)], Some(gamma), Some(beta), epsilon)
+}
+
 impl LayerNormFused for LibTorch {
     fn layer_norm_fused(
         x: FloatTensor<Self>,
@@ -384,10 +376,7 @@ impl LayerNormFused for LibTorch {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        let d = last_dim(&x.tensor);
-        let (y, _, _) =
-            x.tensor
-                .native_layer_norm([d], Some(&gamma.tensor), Some(&beta.tensor), epsilon);
+        let (y, _, _) = ln_forward(&x.tensor, &gamma.tensor, &beta.tensor, epsilon);
         TchTensor::new(y)
     }
 }
@@ -415,10 +404,7 @@ impl<C: CheckpointStrategy> LayerNormFused for Autodiff<LibTorch, C> {
             gamma.primitive().clone(),
             beta.primitive().clone(),
         );
-        let d = last_dim(&xp.tensor);
-        let (y, mean, rstd) =
-            xp.tensor
-                .native_layer_norm([d], Some(&gp.tensor), Some(&bp.tensor), epsilon);
+        let (y, mean, rstd) = ln_forward(&xp.tensor, &gp.tensor, &bp.tensor, epsilon);
         match LnBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
             .compute_bound()

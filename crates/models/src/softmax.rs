@@ -31,9 +31,7 @@ const TASK: usize = 1 << 15;
 /// `softmax(x, D - 1)`: the fused kernels on flex autodiff devices for f32 (libtorch's on
 /// LibTorch autodiff, `libtorch.rs`), burn's `softmax` elsewhere.
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    let fused = crate::on_flex_autodiff(&device) || crate::on_libtorch_autodiff(&device);
-    if !fused || x.dtype() != DType::F32 {
+    if !crate::on_fused_autodiff(&x.device()) || x.dtype() != DType::F32 {
         return burn::tensor::activation::softmax(x, D - 1);
     }
     Tensor::<D>::from_dispatch(<burn::backend::Dispatch as SoftmaxFused>::softmax_last(
