@@ -15,10 +15,22 @@
 #include <tuple>
 
 namespace {
-char *message(const char *what) { return strdup(what); }
-
 at::Tensor *out_or_null(bool wanted, const at::Tensor &t) {
   return wanted ? new at::Tensor(t) : nullptr;
+}
+
+// Runs `body`; nullptr when it returns, the exception's message (malloc'd) when it throws,
+// `name` for a throw that is not a std::exception.
+template <class Body>
+char *guarded(const char *name, Body body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const std::exception &e) {
+    return strdup(e.what());
+  } catch (...) {
+    return strdup(name);
+  }
 }
 }  // namespace
 
@@ -32,7 +44,7 @@ char *oodforge_conv2d_backward(const at::Tensor *dy, const at::Tensor *x, const 
                                int want_dw, at::Tensor **dx, at::Tensor **dw) {
   *dx = nullptr;
   *dw = nullptr;
-  try {
+  return guarded("unknown C++ exception in at::convolution_backward", [&] {
     const int64_t no_output_padding[2] = {0, 0};
     auto grads = at::convolution_backward(
         *dy, *x, *w, std::nullopt, at::IntArrayRef(stride, 2), at::IntArrayRef(padding, 2),
@@ -41,12 +53,7 @@ char *oodforge_conv2d_backward(const at::Tensor *dy, const at::Tensor *x, const 
         {want_dx != 0, want_dw != 0, /*bias=*/false});
     *dx = out_or_null(want_dx != 0, std::get<0>(grads));
     *dw = out_or_null(want_dw != 0, std::get<1>(grads));
-    return nullptr;
-  } catch (const std::exception &e) {
-    return message(e.what());
-  } catch (...) {
-    return message("unknown C++ exception in at::convolution_backward");
-  }
+  });
 }
 
 // at::native_batch_norm_backward in training mode, from the batch statistics the forward
@@ -59,19 +66,14 @@ char *oodforge_batch_norm_backward(const at::Tensor *dy, const at::Tensor *x,
   *dx = nullptr;
   *dgamma = nullptr;
   *dbeta = nullptr;
-  try {
+  return guarded("unknown C++ exception in at::native_batch_norm_backward", [&] {
     auto grads = at::native_batch_norm_backward(
         *dy, *x, *gamma, std::nullopt, std::nullopt, *save_mean, *save_invstd,
         /*train=*/true, eps, {want_dx != 0, want_dgamma != 0, want_dbeta != 0});
     *dx = out_or_null(want_dx != 0, std::get<0>(grads));
     *dgamma = out_or_null(want_dgamma != 0, std::get<1>(grads));
     *dbeta = out_or_null(want_dbeta != 0, std::get<2>(grads));
-    return nullptr;
-  } catch (const std::exception &e) {
-    return message(e.what());
-  } catch (...) {
-    return message("unknown C++ exception in at::native_batch_norm_backward");
-  }
+  });
 }
 
 // at::native_layer_norm_backward over the last axis (`d` values), from the row statistics the
@@ -84,19 +86,14 @@ char *oodforge_layer_norm_backward(const at::Tensor *dy, const at::Tensor *x, in
   *dx = nullptr;
   *dgamma = nullptr;
   *dbeta = nullptr;
-  try {
+  return guarded("unknown C++ exception in at::native_layer_norm_backward", [&] {
     auto grads = at::native_layer_norm_backward(
         *dy, *x, at::IntArrayRef(&d, 1), *mean, *rstd, *gamma, *beta,
         {want_dx != 0, want_dgamma != 0, want_dbeta != 0});
     *dx = out_or_null(want_dx != 0, std::get<0>(grads));
     *dgamma = out_or_null(want_dgamma != 0, std::get<1>(grads));
     *dbeta = out_or_null(want_dbeta != 0, std::get<2>(grads));
-    return nullptr;
-  } catch (const std::exception &e) {
-    return message(e.what());
-  } catch (...) {
-    return message("unknown C++ exception in at::native_layer_norm_backward");
-  }
+  });
 }
 
 }  // extern "C"

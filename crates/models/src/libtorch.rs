@@ -735,4 +735,42 @@ mod tests {
             close(name, g, w, 1e-5);
         }
     }
+
+    /// A libtorch error inside the shim comes back as its message (here a channel mismatch
+    /// between input and weight), turned into a panic that names it by `take`, with no
+    /// gradient handed out; no C++ exception unwinds into Rust.
+    #[test]
+    fn shim_errors_come_back_as_messages() {
+        let options = (tch::Kind::Float, tch::Device::Cpu);
+        let dy = tch::Tensor::zeros([1, 2, 3, 3], options);
+        let x = tch::Tensor::zeros([1, 4, 5, 5], options);
+        let w = tch::Tensor::zeros([2, 3, 3, 3], options);
+        let (one, zero) = ([1i64, 1], [0i64, 0]);
+        let mut outs = [std::ptr::null_mut(); 2];
+        let [dx, dw] = &mut outs;
+        // SAFETY: as in `ConvBackward::backward`.
+        let error = unsafe {
+            super::oodforge_conv2d_backward(
+                dy.as_ptr(),
+                x.as_ptr(),
+                w.as_ptr(),
+                one.as_ptr(),
+                zero.as_ptr(),
+                one.as_ptr(),
+                1,
+                1,
+                1,
+                dx,
+                dw,
+            )
+        };
+        assert!(!error.is_null(), "a mismatch is an error");
+        assert!(outs.iter().all(|p| p.is_null()), "no gradient on error");
+        let panic = std::panic::catch_unwind(|| super::take(error, outs)).unwrap_err();
+        let text = panic.downcast_ref::<String>().expect("a formatted message");
+        assert!(
+            text.starts_with("libtorch backward kernel failed: ") && text.contains("channels"),
+            "{text}"
+        );
+    }
 }
