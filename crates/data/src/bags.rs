@@ -39,6 +39,9 @@ pub fn read_bags(path: &Path) -> Result<Vec<Bag>, DataError> {
         return Err(DataError::missing(path, "HDF5 feature file", LAYOUT, HINT));
     }
     let h5 = |loc: &str, e: hdf5_reader::error::Error| DataError::corrupt(path, loc, e.to_string());
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| DataError::io(path, e))?
+        .len();
     let file = Hdf5File::open(path).map_err(|e| h5("superblock", e))?;
     let root = file.root_group().map_err(|e| h5("root group", e))?;
     let groups = root.groups().map_err(|e| h5("root group", e))?;
@@ -81,6 +84,7 @@ pub fn read_bags(path: &Path) -> Result<Vec<Bag>, DataError> {
                 ));
             }
         };
+        fits_in_file(path, &loc("dataset `feat`"), &feat_ds, file_len)?;
         let raw = feat_ds
             .read_native_bytes()
             .map_err(|e| h5(&loc("dataset `feat`"), e))?;
@@ -118,6 +122,7 @@ pub fn read_bags(path: &Path) -> Result<Vec<Bag>, DataError> {
                 ),
             ));
         }
+        fits_in_file(path, &loc("dataset `coords`"), &coords_ds, file_len)?;
         let craw = coords_ds
             .read_native_bytes()
             .map_err(|e| h5(&loc("dataset `coords`"), e))?;
@@ -164,6 +169,37 @@ pub fn read_bags(path: &Path) -> Result<Vec<Bag>, DataError> {
         ));
     }
     Ok(bags)
+}
+
+/// The bytes a dataset's shape claims must be storable in the file. hdf5-reader allocates and
+/// zero-fills the whole shape before it reads a byte, so one damaged dimension (2^30 rows, say)
+/// would otherwise ask for gigabytes and bring the process down instead of giving an error.
+/// The bound allows for compression: deflate, the only filter h5py offers for float data besides
+/// lzf and szip (both weaker), expands at most 1032:1 (zlib's technical notes), so no chunked
+/// dataset in this file can decode to more than 1032 bytes per byte of file.
+fn fits_in_file(
+    path: &Path,
+    location: &str,
+    ds: &hdf5_reader::Dataset,
+    file_len: u64,
+) -> Result<(), DataError> {
+    const DEFLATE_MAX_RATIO: u64 = 1032;
+    let bytes = ds
+        .raw_byte_len()
+        .map_err(|e| DataError::corrupt(path, location, e.to_string()))?;
+    let most = file_len.saturating_mul(DEFLATE_MAX_RATIO);
+    if bytes as u64 > most {
+        return Err(DataError::corrupt(
+            path,
+            location,
+            format!(
+                "shape {:?} needs {bytes} bytes, more than a {file_len}-byte file can hold even \
+                 compressed ({most} bytes at deflate's 1032:1); the shape is damaged",
+                ds.shape()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn int_ne(b: &[u8], signed: bool) -> i64 {

@@ -785,3 +785,42 @@ fn image_headers_beyond_the_limits_are_errors_not_allocations() {
     let img = decode(&ok).unwrap();
     assert_eq!((img.height, img.width), (30, 40));
 }
+
+/// A feature file whose `feat` shape is damaged to claim about a billion rows: hdf5-reader would
+/// zero-fill the 12 GiB before reading (CI's fuzz run was killed for memory on such a file), so
+/// the reader must refuse the shape from the file's size, naming the file, the slide and the
+/// dataset.
+#[test]
+fn hdf5_shapes_beyond_the_file_are_errors_not_allocations() {
+    let valid = std::fs::read(fixture("bags.h5")).unwrap();
+    // h5py writes the dataspace of `normal_001/feat` (3 x 6) as version 1 with maximum
+    // dimensions: dims (3, 6) then max dims (3, 6), 8 bytes little-endian each.
+    let dims: Vec<u8> = [3u64, 6, 3, 6]
+        .iter()
+        .flat_map(|d| d.to_le_bytes())
+        .collect();
+    let at = valid
+        .windows(dims.len())
+        .position(|w| w == dims.as_slice())
+        .expect("the fixture's 3 x 6 dataspace");
+    let mut damaged = valid.clone();
+    for d in [at, at + 16] {
+        damaged[d + 3] = 0x40; // 3 -> 0x4000_0003 rows
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("patch_feats_pretrain_damaged.h5");
+    std::fs::write(&path, &damaged).unwrap();
+    let e = bags::read_bags(&path).unwrap_err().to_string();
+    assert!(e.contains("patch_feats_pretrain_damaged.h5"), "{e}");
+    assert!(e.contains("slide `normal_001`, dataset `feat`"), "{e}");
+    assert!(e.contains("[1073741827, 6]"), "{e}");
+    assert!(
+        e.contains(&format!("{} bytes", 1_073_741_827u64 * 12)),
+        "{e}"
+    );
+    assert!(e.contains("the shape is damaged"), "{e}");
+    // The same bytes with a shape that fits read as before.
+    let fine = tmp.path().join("patch_feats_pretrain_fine.h5");
+    std::fs::write(&fine, &valid).unwrap();
+    assert_eq!(bags::read_bags(&fine).unwrap()[0].n, 3);
+}
