@@ -1,4 +1,4 @@
-//! With the `tch` feature: compiles `csrc/libtorch_shim.cpp`, the two libtorch backward kernels
+//! With the `tch` feature: compiles `csrc/libtorch_shim.cpp`, the three libtorch backward kernels
 //! that the tch crate does not bind (see `src/libtorch.rs`), against the headers of the libtorch
 //! torch-sys found. Without it, nothing.
 

@@ -35,13 +35,11 @@ pub struct Bag {
 
 /// Read every slide group of a feature file, sorted by slide id.
 pub fn read_bags(path: &Path) -> Result<Vec<Bag>, DataError> {
-    if !path.is_file() {
-        return Err(DataError::missing(path, "HDF5 feature file", LAYOUT, HINT));
-    }
+    let file_len = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return Err(DataError::missing(path, "HDF5 feature file", LAYOUT, HINT)),
+    };
     let h5 = |loc: &str, e: hdf5_reader::error::Error| DataError::corrupt(path, loc, e.to_string());
-    let file_len = std::fs::metadata(path)
-        .map_err(|e| DataError::io(path, e))?
-        .len();
     let file = Hdf5File::open(path).map_err(|e| h5("superblock", e))?;
     let root = file.root_group().map_err(|e| h5("root group", e))?;
     let groups = root.groups().map_err(|e| h5("root group", e))?;

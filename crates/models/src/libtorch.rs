@@ -133,6 +133,18 @@ fn register<const N: usize>(
     }
 }
 
+/// Calls a shim backward function with `N` out pointers (`call`), then hands each gradient it
+/// computed to its parent; a libtorch error is a panic (`take`).
+fn shim_backward<const N: usize>(
+    grads: &mut Gradients,
+    ids: [Option<NodeId>; N],
+    call: impl FnOnce([&mut *mut C_tensor; N]) -> *mut c_char,
+) {
+    let mut outs = [std::ptr::null_mut(); N];
+    let error = call(outs.each_mut());
+    register(grads, ids, take(error, outs));
+}
+
 /// A pair of sizes as libtorch's `int[2]`.
 fn ints(v: [usize; 2]) -> [i64; 2] {
     v.map(|i| i as i64)
@@ -195,25 +207,24 @@ impl Backward<LibTorch, 2> for ConvBackward {
         let (x, w, options) = ops.state;
         let (stride, padding) = (ints(options.stride), ints(options.padding_begin()));
         let dilation = ints(options.dilation);
-        let mut outs = [std::ptr::null_mut(); 2];
-        let [dx, dw] = &mut outs;
-        // SAFETY: the tensors outlive the call; the shim writes only the two out pointers.
-        let error = unsafe {
-            oodforge_conv2d_backward(
-                dy.tensor.as_ptr(),
-                x.tensor.as_ptr(),
-                w.tensor.as_ptr(),
-                stride.as_ptr(),
-                padding.as_ptr(),
-                dilation.as_ptr(),
-                options.groups as i64,
-                want_dx,
-                want_dw,
-                dx,
-                dw,
-            )
-        };
-        register(grads, ids, take(error, outs));
+        shim_backward(grads, ids, |[dx, dw]| {
+            // SAFETY: the tensors outlive the call; the shim writes only the two out pointers.
+            unsafe {
+                oodforge_conv2d_backward(
+                    dy.tensor.as_ptr(),
+                    x.tensor.as_ptr(),
+                    w.tensor.as_ptr(),
+                    stride.as_ptr(),
+                    padding.as_ptr(),
+                    dilation.as_ptr(),
+                    options.groups as i64,
+                    want_dx,
+                    want_dw,
+                    dx,
+                    dw,
+                )
+            }
+        });
     }
 }
 
@@ -335,26 +346,25 @@ impl Backward<LibTorch, 3> for BnBackward {
             Some(y) => y.tensor.threshold_backward(&dy, 0.0),
             None => dy,
         };
-        let mut outs = [std::ptr::null_mut(); 3];
-        let [dx, dgamma, dbeta] = &mut outs;
-        // SAFETY: the tensors outlive the call; the shim writes only the three out pointers.
-        let error = unsafe {
-            oodforge_batch_norm_backward(
-                dy.as_ptr(),
-                s.x.tensor.as_ptr(),
-                s.gamma.tensor.as_ptr(),
-                s.mean.tensor.as_ptr(),
-                s.invstd.tensor.as_ptr(),
-                s.epsilon,
-                want_dx,
-                want_dgamma,
-                want_dbeta,
-                dx,
-                dgamma,
-                dbeta,
-            )
-        };
-        register(grads, ids, take(error, outs));
+        shim_backward(grads, ids, |[dx, dgamma, dbeta]| {
+            // SAFETY: the tensors outlive the call; the shim writes only the three out pointers.
+            unsafe {
+                oodforge_batch_norm_backward(
+                    dy.as_ptr(),
+                    s.x.tensor.as_ptr(),
+                    s.gamma.tensor.as_ptr(),
+                    s.mean.tensor.as_ptr(),
+                    s.invstd.tensor.as_ptr(),
+                    s.epsilon,
+                    want_dx,
+                    want_dgamma,
+                    want_dbeta,
+                    dx,
+                    dgamma,
+                    dbeta,
+                )
+            }
+        });
     }
 }
 
@@ -440,27 +450,26 @@ impl Backward<LibTorch, 3> for LnBackward {
         let (ids, [want_dx, want_dgamma, want_dbeta]) = parents(&ops);
         let dy = grads.consume::<LibTorch>(&ops.node).tensor;
         let s = ops.state;
-        let mut outs = [std::ptr::null_mut(); 3];
-        let [dx, dgamma, dbeta] = &mut outs;
-        // SAFETY: the tensors outlive the call; the shim writes only the three out pointers.
-        let error = unsafe {
-            oodforge_layer_norm_backward(
-                dy.as_ptr(),
-                s.x.tensor.as_ptr(),
-                last_dim(&s.x.tensor),
-                s.mean.tensor.as_ptr(),
-                s.rstd.tensor.as_ptr(),
-                s.gamma.tensor.as_ptr(),
-                s.beta.tensor.as_ptr(),
-                want_dx,
-                want_dgamma,
-                want_dbeta,
-                dx,
-                dgamma,
-                dbeta,
-            )
-        };
-        register(grads, ids, take(error, outs));
+        shim_backward(grads, ids, |[dx, dgamma, dbeta]| {
+            // SAFETY: the tensors outlive the call; the shim writes only the three out pointers.
+            unsafe {
+                oodforge_layer_norm_backward(
+                    dy.as_ptr(),
+                    s.x.tensor.as_ptr(),
+                    last_dim(&s.x.tensor),
+                    s.mean.tensor.as_ptr(),
+                    s.rstd.tensor.as_ptr(),
+                    s.gamma.tensor.as_ptr(),
+                    s.beta.tensor.as_ptr(),
+                    want_dx,
+                    want_dgamma,
+                    want_dbeta,
+                    dx,
+                    dgamma,
+                    dbeta,
+                )
+            }
+        });
     }
 }
 
