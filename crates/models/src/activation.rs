@@ -347,6 +347,7 @@ mod tests {
     /// zeros in the input (gradient 0 there in both) and a NaN (kept, as burn keeps it).
     #[test]
     fn fused_relu_matches_burns_relu_with_gradient() {
+        let _rng = crate::tests::device_rng();
         let device = Device::flex().autodiff();
         let mut x = values(Tensor::<3>::random(
             [4, 3, 50],
@@ -390,6 +391,7 @@ mod tests {
     /// over [-10, 10] and a NaN (kept, as burn keeps it).
     #[test]
     fn fused_gelu_matches_burns_gelu_with_gradient() {
+        let _rng = crate::tests::device_rng();
         let device = Device::flex().autodiff();
         let n = 4001;
         let mut x: Vec<f32> = (0..n)

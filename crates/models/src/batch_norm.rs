@@ -546,6 +546,7 @@ mod tests {
     }
 
     fn check_against_burn(relu: bool) {
+        let _rng = crate::tests::device_rng();
         let device = Device::flex().autodiff();
         let ours = BatchNormConfig::new(5).init(&device);
         let burns = BatchNormConfig::new(5).init(&device);

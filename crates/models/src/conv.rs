@@ -789,6 +789,7 @@ mod tests {
     /// burn's own `Conv2d::forward`, values and all three gradients.
     #[test]
     fn extension_matches_burns_convolution_with_gradients() {
+        let _rng = crate::tests::device_rng();
         let device = Device::flex().autodiff();
         for (stride, pad, bias) in [(1, 1, false), (2, 1, true), (2, 0, false)] {
             let k = if pad == 0 { 1 } else { 3 };
@@ -864,6 +865,7 @@ mod tests {
 
     #[test]
     fn other_devices_and_small_planes_in_inference_keep_burns_convolution() {
+        let _rng = crate::tests::device_rng();
         let conv = Conv2dConfig::new([2, 2], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(&Device::flex());
@@ -886,6 +888,7 @@ mod tests {
     /// burn's convolution, bias included.
     #[test]
     fn inference_on_large_planes_matches_burns_convolution() {
+        let _rng = crate::tests::device_rng();
         let device = Device::flex();
         let conv = Conv2dConfig::new([5, 7], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))

@@ -159,6 +159,7 @@ mod tests {
     /// norm), every field included.
     #[test]
     fn gathered_forward_is_the_one_device_forward() {
+        let _rng = crate::tests::device_rng();
         use oodforge_core::config::{Backbone, ModelConfig, ProjectionConfig};
         let device = Device::flex();
         device.seed(7);
@@ -221,6 +222,7 @@ mod tests {
     /// buffers), untouched by the other chunks.
     #[test]
     fn batch_norm_normalises_per_chunk_and_keeps_the_main_chunks_running_statistics() {
+        let _rng = crate::tests::device_rng();
         use oodforge_core::config::{Backbone, ModelConfig, ResNetStem};
         let device = Device::flex().autodiff();
         let config = ModelConfig {

@@ -213,6 +213,7 @@ mod tests {
     /// times `dy`, the device seed fixes the mask, and evaluation / inference is the identity.
     #[test]
     fn extension_masks_values_and_gradients_alike_and_follows_the_seed() {
+        let _rng = crate::tests::device_rng();
         let device = Device::flex().autodiff();
         let layer = DropoutConfig::new(0.3).init();
         let x =

@@ -300,6 +300,7 @@ mod tests {
     /// gamma and beta, and a non-contiguous input (a transposed view).
     #[test]
     fn fused_layer_norm_matches_burns_layer_norm_with_gradients() {
+        let _rng = crate::tests::device_rng();
         let device = Device::flex().autodiff();
         let (rows_a, rows_b, d) = (7, 10, 13);
         let mut ln = LayerNormConfig::new(d).with_epsilon(1e-6).init(&device);

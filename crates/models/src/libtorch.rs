@@ -553,6 +553,7 @@ mod tests {
     /// an input that needs no gradient (the first layer: libtorch skips dX).
     #[test]
     fn convolution_matches_burns_on_flex() {
+        let _rng = crate::tests::device_rng();
         let torch = Device::libtorch().autodiff();
         let flex = Device::flex().autodiff();
         for (stride, pad, dilation, bias, x_grad) in [
@@ -607,6 +608,7 @@ mod tests {
     /// Asymmetric padding is not libtorch's: such a layer keeps burn's path.
     #[test]
     fn asymmetric_padding_keeps_burns_path() {
+        let _rng = crate::tests::device_rng();
         let torch = Device::libtorch().autodiff();
         let conv = Conv2dConfig::new([3, 5], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(0, 0, 1, 1))
@@ -621,6 +623,7 @@ mod tests {
     /// (PyTorch's update, unbiased variance).
     #[test]
     fn batch_norm_matches_the_formula() {
+        let _rng = crate::tests::device_rng();
         let torch = Device::libtorch().autodiff();
         let flex = Device::flex().autodiff();
         let shape = [4, 3, 5, 6];
@@ -693,6 +696,7 @@ mod tests {
     /// gradients, over the last axis of a 3-D input.
     #[test]
     fn layer_norm_matches_the_formula() {
+        let _rng = crate::tests::device_rng();
         let shape = [3, 5, 8];
         let run = |device: &Device, ours: bool| {
             let mut ln = burn::nn::LayerNormConfig::new(8).init(device);
@@ -727,6 +731,7 @@ mod tests {
     /// `_softmax_backward_data`) against burn's softmax and generic backward on flex.
     #[test]
     fn softmax_matches_burns_on_flex() {
+        let _rng = crate::tests::device_rng();
         let shape = [2, 3, 7, 7];
         let run = |device: &Device, ours: bool| {
             let x = tensor(shape, 13, device).mul_scalar(4.0).require_grad();
@@ -750,6 +755,7 @@ mod tests {
     /// gradient handed out; no C++ exception unwinds into Rust.
     #[test]
     fn shim_errors_come_back_as_messages() {
+        let _rng = crate::tests::device_rng();
         let options = (tch::Kind::Float, tch::Device::Cpu);
         let dy = tch::Tensor::zeros([1, 2, 3, 3], options);
         let x = tch::Tensor::zeros([1, 4, 5, 5], options);

@@ -124,6 +124,7 @@ mod tests {
     /// spanning several tasks, large logits (the max shift matters) and a non-contiguous input.
     #[test]
     fn fused_softmax_matches_burns_softmax_with_gradient() {
+        let _rng = crate::tests::device_rng();
         let device = Device::flex().autodiff();
         let x = Tensor::<4>::random([3, 2, 67, 65], Distribution::Normal(0.0, 8.0), &device)
             .swap_dims(2, 3);

@@ -1,6 +1,21 @@
 use super::*;
 use burn::module::{ModuleVisitor, Param};
 use burn::tensor::Distribution;
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by every test of this crate that draws random numbers on a device.
+///
+/// flex keeps one random number generator for the whole process (burn-flex's `SEED`), and
+/// cargo runs a binary's tests on parallel threads. A test that seeds the device and expects
+/// the same draws again (two models from one seed, one dropout mask twice) gets other draws
+/// whenever another test takes numbers from that generator in between: CI saw a per-chunk batch
+/// norm test fail that way. Tests that only draw hold it too, since their draws are what shift
+/// the seeded ones.
+pub(crate) fn device_rng() -> MutexGuard<'static, ()> {
+    static DEVICE_RNG: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it must not fail the others too.
+    DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn model(backbone: Backbone_, classes: usize, image: usize) -> Classifier {
     Classifier::new(
@@ -13,6 +28,7 @@ fn model(backbone: Backbone_, classes: usize, image: usize) -> Classifier {
 
 #[test]
 fn parameter_counts_match_the_reference_architectures() {
+    let _rng = device_rng();
     // `sum(p.numel() for p in net.parameters())` of the reference code (BatchNorm running
     // statistics are buffers, not parameters).
     let cifar = ResNetStem::Cifar;
@@ -271,6 +287,7 @@ fn variants() -> Vec<(Backbone_, usize)> {
 
 #[test]
 fn every_backbone_gives_shapes_finite_outputs_and_gradients_everywhere() {
+    let _rng = device_rng();
     let device = Device::flex().autodiff();
     for (backbone, image) in variants() {
         let what = format!("{backbone:?}");
@@ -330,6 +347,7 @@ fn every_backbone_gives_shapes_finite_outputs_and_gradients_everywhere() {
 
 #[test]
 fn head_weight_and_bias_reproduce_the_logits() {
+    let _rng = device_rng();
     // ViM uses W and b directly: logits = features W^T + b.
     let m = model(
         Backbone_::ResNet10 {
@@ -354,6 +372,7 @@ fn head_weight_and_bias_reproduce_the_logits() {
 
 #[test]
 fn mil_aggregators_give_bag_logits_attention_and_gradients() {
+    let _rng = device_rng();
     let device = Device::flex().autodiff();
     device.seed(1);
     let bag = Tensor::<2>::random([9, 16], Distribution::Normal(0.0, 1.0), &device);
@@ -371,6 +390,7 @@ fn mil_aggregators_give_bag_logits_attention_and_gradients() {
 
 #[test]
 fn mil_aggregators_from_config() {
+    let _rng = device_rng();
     let device = Device::flex().autodiff();
     device.seed(0);
     let bag = Tensor::<2>::random([7, 12], Distribution::Normal(0.0, 1.0), &device).require_grad();

@@ -308,6 +308,7 @@ mod tests {
 
     #[test]
     fn cls_attention_is_the_scaled_dot_product_of_the_cls_query() {
+        let _rng = crate::tests::device_rng();
         // Recompute block 0's scores by hand from its weights: tokens = [cls; patches] + pos,
         // h = norm1(tokens), q = h Wq + bq, k = h Wk + bk, score_j = q_cls . k_j / sqrt(hd).
         let device = Device::flex();

@@ -18,7 +18,9 @@ use oodforge_train::{TrainOptions, TrainOutcome, checkpoint, resume, train};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// `train` seeds the device's global RNG (initial weights, dropout): runs take turns.
+/// `train` seeds the device's global RNG (initial weights, dropout): runs take turns, and so
+/// does every other draw from it (a model built to load a checkpoint into), which would shift
+/// a run's draws if it came in the middle of them.
 static DEVICE_RNG: Mutex<()> = Mutex::new(());
 
 fn locked<T>(f: impl FnOnce() -> T) -> T {
@@ -239,7 +241,8 @@ fn weights(cfg: &ResolvedConfig, run: &Path, epoch: usize) -> Vec<f32> {
         .join("checkpoints")
         .join(checkpoint::checkpoint_name(epoch));
     let device = Device::flex();
-    let model = MilModel::new(&cfg.config.model, 32, 2, &device).unwrap();
+    // Its initial draws would shift those of a run in another thread.
+    let model = locked(|| MilModel::new(&cfg.config.model, 32, 2, &device)).unwrap();
     let model = checkpoint::load_model(&ckpt, model).unwrap();
     let mut c = Collect(Vec::new());
     model.visit(&mut c);
@@ -286,7 +289,7 @@ fn adamw_is_torch_adamw() {
         .autodiff();
     let w0 = [0.5f64, -1.0, 2.0, 0.25, -0.75, 1.5];
     let k = [1.0f64, 2.0, 0.5, 3.0, 1.5, 0.1];
-    let mut lin: Linear = LinearConfig::new(3, 2).with_bias(false).init(&device);
+    let mut lin: Linear = locked(|| LinearConfig::new(3, 2).with_bias(false).init(&device));
     lin.weight = Param::from_tensor(Tensor::from_data(
         TensorData::new(w0.iter().map(|v| *v as f32).collect(), [3, 2]),
         &device,
