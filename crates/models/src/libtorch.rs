@@ -623,7 +623,6 @@ mod tests {
     /// (PyTorch's update, unbiased variance).
     #[test]
     fn batch_norm_matches_the_formula() {
-        let _rng = crate::tests::device_rng();
         let torch = Device::libtorch().autodiff();
         let flex = Device::flex().autodiff();
         let shape = [4, 3, 5, 6];
@@ -696,7 +695,6 @@ mod tests {
     /// gradients, over the last axis of a 3-D input.
     #[test]
     fn layer_norm_matches_the_formula() {
-        let _rng = crate::tests::device_rng();
         let shape = [3, 5, 8];
         let run = |device: &Device, ours: bool| {
             let mut ln = burn::nn::LayerNormConfig::new(8).init(device);
@@ -731,7 +729,6 @@ mod tests {
     /// `_softmax_backward_data`) against burn's softmax and generic backward on flex.
     #[test]
     fn softmax_matches_burns_on_flex() {
-        let _rng = crate::tests::device_rng();
         let shape = [2, 3, 7, 7];
         let run = |device: &Device, ours: bool| {
             let x = tensor(shape, 13, device).mul_scalar(4.0).require_grad();
@@ -755,7 +752,6 @@ mod tests {
     /// gradient handed out; no C++ exception unwinds into Rust.
     #[test]
     fn shim_errors_come_back_as_messages() {
-        let _rng = crate::tests::device_rng();
         let options = (tch::Kind::Float, tch::Device::Cpu);
         let dy = tch::Tensor::zeros([1, 2, 3, 3], options);
         let x = tch::Tensor::zeros([1, 4, 5, 5], options);

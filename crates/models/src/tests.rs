@@ -1,21 +1,8 @@
 use super::*;
 use burn::module::{ModuleVisitor, Param};
 use burn::tensor::Distribution;
-use std::sync::{Mutex, MutexGuard};
-
-/// Held by every test of this crate that draws random numbers on a device.
-///
-/// flex keeps one random number generator for the whole process (burn-flex's `SEED`), and
-/// cargo runs a binary's tests on parallel threads. A test that seeds the device and expects
-/// the same draws again (two models from one seed, one dropout mask twice) gets other draws
-/// whenever another test takes numbers from that generator in between: CI saw a per-chunk batch
-/// norm test fail that way. Tests that only draw hold it too, since their draws are what shift
-/// the seeded ones.
-pub(crate) fn device_rng() -> MutexGuard<'static, ()> {
-    static DEVICE_RNG: Mutex<()> = Mutex::new(());
-    // A test that failed while holding it must not fail the others too.
-    DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// The crate's tests in other modules reach it as `crate::tests::device_rng`.
+pub(crate) use oodforge_testutil::device_rng;
 
 fn model(backbone: Backbone_, classes: usize, image: usize) -> Classifier {
     Classifier::new(

@@ -6,6 +6,21 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by every test that draws random numbers on a device, for as long as it draws.
+///
+/// flex keeps one random number generator for the whole process (burn-flex's `SEED`), which
+/// `train` and seeded tests reset, and cargo runs a binary's tests on parallel threads. A test
+/// that seeds the device and expects the same draws again (two models from one seed, a run
+/// resumed against a straight one) gets other draws whenever another test takes numbers from
+/// that generator in between: CI saw a per-chunk batch norm test fail that way. Tests that only
+/// draw hold it too, since their draws are what shift the seeded ones.
+pub fn device_rng() -> MutexGuard<'static, ()> {
+    static DEVICE_RNG: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it must not fail the others too.
+    DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A run folder's `metrics.jsonl` without its wall-clock fields (`images_per_s`, `slides_per_s`,
 /// `seconds`), so two runs' logs compare equal exactly when they trained the same.

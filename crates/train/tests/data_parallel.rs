@@ -10,18 +10,12 @@ use common::{Collect, final_weights, opts};
 use oodforge_core::config::{self, ExperimentConfig, ResolvedConfig};
 use oodforge_core::rng::{Purpose, derived_seed};
 use oodforge_models::Classifier;
-use oodforge_testutil::{max_abs_diff, metrics_lines};
+use oodforge_testutil::{device_rng, max_abs_diff, metrics_lines};
 use oodforge_train::{TrainOptions, resume, train};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
-/// burn draws initial weights from the device's global RNG, which `train` seeds at start: runs
-/// in parallel test threads would interleave their draws. Every test holds this lock.
-static DEVICE_RNG: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
+// `train` seeds the device's global RNG and draws initial weights from it: every test holds
+// `device_rng` (see there) for its whole body.
 
 /// 3 classes x 20 images, batch 16: steps of 16, 16, 16 and 12 images, so three devices get
 /// uneven chunks (6/6/4, and 4/4/4 for the last batch).
@@ -100,7 +94,7 @@ fn losses(run: &Path) -> Vec<f64> {
 /// (16 rows over 3 devices: 6/6/4; OE's joint forward of 16 + 12 rows: 10/10/8).
 #[test]
 fn several_devices_train_to_the_weights_of_one_with_the_same_global_batch() {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     let vit_projection = format!("{VIT}\nprojection = {{ hidden = 16, dim = 8 }}");
     let vit_two_heads = format!("{VIT}\nprediction_heads = 2");
@@ -174,7 +168,7 @@ fn several_devices_train_to_the_weights_of_one_with_the_same_global_batch() {
 /// with the weights and running statistics of an uninterrupted one.
 #[test]
 fn a_data_parallel_run_with_batch_norm_resumes_exactly() {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(RESNET, "name = \"ce\"", "[0, 1]", 2);
     let straight = trained(&cfg, dir.path(), "straight");

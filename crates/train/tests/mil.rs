@@ -11,20 +11,17 @@ use burn::tensor::{Device, Tensor, TensorData};
 use oodforge_core::backend;
 use oodforge_core::config::{self, BackendChoice, OptimConfig, ResolvedConfig};
 use oodforge_models::MilModel;
-use oodforge_testutil::metrics_lines;
+use oodforge_testutil::{device_rng, metrics_lines};
 use oodforge_train::mil::{EPOCHS, EpochMetrics, MilResults, select};
 use oodforge_train::trainer::optimizer;
 use oodforge_train::{TrainOptions, TrainOutcome, checkpoint, resume, train};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-/// `train` seeds the device's global RNG (initial weights, dropout): runs take turns, and so
-/// does every other draw from it (a model built to load a checkpoint into), which would shift
-/// a run's draws if it came in the middle of them.
-static DEVICE_RNG: Mutex<()> = Mutex::new(());
-
+/// `f` holding `device_rng` (see there): `train` seeds the device's global RNG (initial
+/// weights, dropout), so runs take turns, and so does every other draw from it (a model built
+/// to load a checkpoint into), which would shift a run's draws if it came in the middle of them.
 fn locked<T>(f: impl FnOnce() -> T) -> T {
-    let _guard = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = device_rng();
     f()
 }
 

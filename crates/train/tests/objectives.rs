@@ -5,16 +5,14 @@
 
 use oodforge_core::config::{self, BackendChoice, ResolvedConfig};
 use oodforge_losses::ObjectiveState;
+use oodforge_testutil::device_rng;
 use oodforge_train::{TrainOptions, checkpoint, resume, train};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-/// burn draws initial weights from the device's global RNG, which `train` seeds at start: two
-/// runs in parallel threads would interleave their draws. Every run here takes this lock.
-static DEVICE_RNG: Mutex<()> = Mutex::new(());
-
+/// `train` seeds the device's global RNG and draws initial weights from it: every run here holds
+/// `device_rng` (see there).
 fn train_locked(cfg: &ResolvedConfig, opts: &TrainOptions) -> oodforge_train::TrainOutcome {
-    let _guard = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = device_rng();
     train(cfg, opts).unwrap_or_else(|e| panic!("{}: {e}", cfg.config.name))
 }
 
@@ -187,7 +185,7 @@ fn resumes_exactly(config: &str, extra: &[&str]) {
     assert!(!first.finished);
     let after_one = final_state(&split);
     {
-        let _guard = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = device_rng();
         resume(&split, &opts(&split)).unwrap();
     }
     let (a, b) = (final_state(&straight), final_state(&split));
@@ -245,7 +243,7 @@ fn resuming_palm_without_its_prototypes_is_refused() {
         .unwrap();
     std::fs::remove_file(ckpt.join(checkpoint::OBJECTIVE)).unwrap();
     let resume_error = || {
-        let _guard = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = device_rng();
         resume(&run, &opts(&run)).unwrap_err().to_string()
     };
     // The checkpoint's checksums list objective.bin: the checkpoint is damaged.

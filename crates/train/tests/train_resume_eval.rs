@@ -8,19 +8,13 @@ use burn::tensor::Device;
 use common::{Collect, final_weights, opts};
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfig};
 use oodforge_models::Classifier;
-use oodforge_testutil::metrics_lines;
+use oodforge_testutil::{device_rng, metrics_lines};
 use oodforge_train::{TrainError, TrainOptions, checkpoint, evaluate_run, resume, train};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
-/// burn draws initial weights from the device's global RNG, which `train` seeds at start: runs
-/// (and model constructions) in parallel test threads would interleave their draws and make
-/// "same weights" comparisons flaky. Every test here holds this lock for its whole body.
-static DEVICE_RNG: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
+// `train` seeds the device's global RNG and draws initial weights from it: runs (and model
+// constructions) in parallel test threads would interleave their draws and make "same weights"
+// comparisons flaky. Every test here holds `device_rng` (see there) for its whole body.
 
 fn tiny(epochs: usize) -> ResolvedConfig {
     let text = format!(
@@ -53,7 +47,7 @@ log_every = 2
 
 #[test]
 fn stopping_and_resuming_gives_the_same_weights_as_training_straight() {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(4);
     let straight = dir.path().join("straight");
@@ -107,7 +101,7 @@ fn stopping_and_resuming_gives_the_same_weights_as_training_straight() {
 
 #[test]
 fn run_folder_has_every_file_and_eval_reproduces_the_results() {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(2);
     let run = dir.path().join("run");
@@ -198,7 +192,7 @@ fn run_folder_has_every_file_and_eval_reproduces_the_results() {
 
 #[test]
 fn an_existing_run_is_never_overwritten() {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(1);
     let run = dir.path().join("run");
@@ -212,7 +206,7 @@ fn an_existing_run_is_never_overwritten() {
 
 #[test]
 fn resuming_with_an_edited_config_is_refused() {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(2);
     let run = dir.path().join("run");
@@ -238,7 +232,7 @@ fn resuming_with_an_edited_config_is_refused() {
 /// names the damage instead of starting over.
 #[test]
 fn damaged_checkpoints_are_reported_and_the_previous_one_used() {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(3);
     let straight = dir.path().join("straight");
@@ -307,7 +301,7 @@ fn tiny_dropout(epochs: usize) -> ResolvedConfig {
 
 #[test]
 fn a_stop_request_checkpoints_the_current_step_and_resuming_is_exact() {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_dropout(2);
     let straight = dir.path().join("straight");
@@ -368,7 +362,7 @@ fn a_stop_request_checkpoints_the_current_step_and_resuming_is_exact() {
 
 #[test]
 fn resume_changes_only_safe_keys_and_names_the_keys_of_an_edited_config() {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(3);
     let run = dir.path().join("run");
@@ -454,7 +448,7 @@ fn resume_changes_only_safe_keys_and_names_the_keys_of_an_edited_config() {
 #[test]
 fn a_non_finite_loss_or_gradient_stops_the_run_naming_the_step_the_pieces_and_the_last_good_checkpoint()
  {
-    let _serial = serial();
+    let _rng = device_rng();
     let dir = tempfile::tempdir().unwrap();
     // One step an epoch; warm-up from lr 0 to a lr that blows the weights up: the first epoch
     // is checkpointed, a later step goes non-finite.
