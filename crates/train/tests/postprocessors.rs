@@ -4,6 +4,7 @@
 
 use oodforge_core::config::{self, BackendChoice, ExperimentConfig, ResolvedConfig};
 use oodforge_eval::cache;
+use oodforge_testutil::device_rng;
 use oodforge_train::{EvalOptions, TrainOptions, evaluate_run_with, evaluate_runs, train};
 use std::path::Path;
 
@@ -40,8 +41,12 @@ postprocessors = [
     config::resolve(cfg, Path::new("all_scores.toml")).unwrap()
 }
 
-/// Train `cfg` on the CPU backend into `run` (and evaluate it, as `train` does).
+/// Train `cfg` on the CPU backend into `run` (and evaluate it, as `train` does), holding
+/// `device_rng`: the three tests here train at once on cargo's test threads, and each one's
+/// seeded initialisation must not be interleaved with another's draws (one run in seven of the
+/// whole suite failed the "not MSP in disguise" check below without it).
 fn train_flex(cfg: &ResolvedConfig, run: &Path) -> oodforge_train::TrainOutcome {
+    let _rng = device_rng();
     train(
         cfg,
         &TrainOptions {
