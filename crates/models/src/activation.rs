@@ -22,6 +22,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::floats;
+use crate::simd::dispatch;
 
 /// Elements per parallel task: large enough that rayon's overhead is noise.
 const TASK: usize = 1 << 16;
@@ -111,11 +112,7 @@ pub fn forward_kernel(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(TASK)
         .zip(x.par_chunks(TASK))
-        .for_each(|(out, inp)| {
-            for (o, v) in out.iter_mut().zip(inp) {
-                *o = relu1(*v);
-            }
-        });
+        .for_each(|(out, inp)| relu_forward(inp, out));
     y
 }
 
@@ -124,13 +121,31 @@ pub fn backward_kernel(y: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut dx = vec![0.0f32; y.len()];
     dx.par_chunks_mut(TASK)
         .zip(y.par_chunks(TASK).zip(dy.par_chunks(TASK)))
-        .for_each(|(out, (ys, gs))| {
-            let (ys, gs) = (&ys[..out.len()], &gs[..out.len()]);
-            for i in 0..out.len() {
-                out[i] = if ys[i] <= 0.0 { 0.0 } else { gs[i] };
-            }
-        });
+        .for_each(|(out, (ys, gs))| relu_backward(ys, gs, out));
     dx
+}
+
+dispatch! {
+    fn relu_forward(x: &[f32], y: &mut [f32]) = relu_forward_loop;
+}
+
+dispatch! {
+    fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) = relu_backward_loop;
+}
+
+#[inline(always)]
+fn relu_forward_loop(x: &[f32], y: &mut [f32]) {
+    for (o, v) in y.iter_mut().zip(x) {
+        *o = relu1(*v);
+    }
+}
+
+#[inline(always)]
+fn relu_backward_loop(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let (y, dy) = (&y[..dx.len()], &dy[..dx.len()]);
+    for i in 0..dx.len() {
+        dx[i] = if y[i] <= 0.0 { 0.0 } else { dy[i] };
+    }
 }
 
 /// `gelu(x) = x · Φ(x)` (exact, erf-based: PyTorch's `GELU()` and burn's `gelu`), in one
@@ -282,6 +297,15 @@ fn exp_nonpositive(x: f32) -> f32 {
 /// time (the release build targets baseline x86-64, whose 4-wide SSE2 would halve the speed).
 mod simd {
     use super::normal_cdf_pdf;
+    use crate::simd::dispatch;
+
+    dispatch! {
+        pub fn gelu_forward(x: &[f32], y: &mut [f32]) = forward_loop;
+    }
+
+    dispatch! {
+        pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) = backward_loop;
+    }
 
     #[inline(always)]
     fn forward_loop(x: &[f32], y: &mut [f32]) {
@@ -296,41 +320,6 @@ mod simd {
             let (cdf, pdf) = normal_cdf_pdf(*v);
             *o = g * (cdf + v * pdf);
         }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn avx2() -> bool {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn forward_avx2(x: &[f32], y: &mut [f32]) {
-        forward_loop(x, y)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn backward_avx2(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        backward_loop(x, dy, dx)
-    }
-
-    pub fn gelu_forward(x: &[f32], y: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2() {
-            // SAFETY: the CPU has the features the function is compiled for (checked above).
-            return unsafe { forward_avx2(x, y) };
-        }
-        forward_loop(x, y)
-    }
-
-    pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2() {
-            // SAFETY: as above.
-            return unsafe { backward_avx2(x, dy, dx) };
-        }
-        backward_loop(x, dy, dx)
     }
 }
 

@@ -39,6 +39,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::simd::transpose;
 use crate::{conv_shifted, floats};
 
 /// Upper bound of one im2col buffer, in floats (32 MiB): the batch is processed in chunks of
@@ -426,42 +427,6 @@ pub(crate) fn gemm(
             false,
             gemm::Parallelism::Rayon(0),
         );
-    }
-}
-
-/// `dst[j·dst_rs + i] = src[i·src_rs + j]` for `i < rows`, `j < cols`, in 8x8 tiles: each tile
-/// reads and writes 8 consecutive floats per line.
-pub(crate) fn transpose(
-    src: &[f32],
-    src_rs: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    [rows, cols]: [usize; 2],
-) {
-    const T: usize = 8;
-    for i0 in (0..rows).step_by(T) {
-        let ih = T.min(rows - i0);
-        for j0 in (0..cols).step_by(T) {
-            let jw = T.min(cols - j0);
-            if ih == T && jw == T {
-                let mut tile = [[0.0f32; T]; T];
-                for (i, line) in tile.iter_mut().enumerate() {
-                    line.copy_from_slice(&src[(i0 + i) * src_rs + j0..][..T]);
-                }
-                for j in 0..T {
-                    let out = &mut dst[(j0 + j) * dst_rs + i0..][..T];
-                    for (i, v) in out.iter_mut().enumerate() {
-                        *v = tile[i][j];
-                    }
-                }
-            } else {
-                for i in i0..i0 + ih {
-                    for j in j0..j0 + jw {
-                        dst[j * dst_rs + i] = src[i * src_rs + j];
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod layer_norm;
 mod libtorch;
 pub mod mil;
 pub mod resnet;
+mod simd;
 #[cfg_attr(feature = "tch", allow(deprecated))]
 pub mod softmax;
 pub mod vit;
