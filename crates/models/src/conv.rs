@@ -17,14 +17,18 @@
 //! with K = C_in·kh·kw, L = H_out·W_out, and B images per chunk, so that the im2col buffer
 //! stays bounded (`CHUNK_FLOATS`) whatever the batch size.
 //!
-//! Stride-1 convolutions on large planes skip the im2col buffer altogether: they run as shifted
-//! products over a channels-last copy of the input (`conv_shifted.rs`).
+//! 3x3 stride-1 convolutions with at least 16 input and output channels (every one of the
+//! CIFAR ResNets' and WRNs' but the stem) run as Winograd F(2x2, 3x3) products instead, 2.25x
+//! fewer of them (`conv_winograd.rs`). Other stride-1 convolutions on large planes skip the
+//! im2col buffer altogether: they run as shifted products over a channels-last copy of the input
+//! (`conv_shifted.rs`).
 //!
-//! The numbers are those of burn's own convolution up to float summation order (the test
-//! compares values and gradients with burn's on random inputs). Other backends (wgpu, CUDA),
+//! The numbers are those of burn's own convolution up to float rounding: summation order, and
+//! on the Winograd path the transforms' additions (the tests compare values and gradients with
+//! a direct convolution in f64 and with burn's on random inputs). Other backends (wgpu, CUDA),
 //! grouped convolutions and non-f32 tensors keep burn's `Conv2d::forward`; so does inference
-//! on flex (flex's own forward) except where the shifted grid applies, which is faster there
-//! too.
+//! on flex (flex's own forward) except where the Winograd or the shifted path applies, which
+//! are faster there too.
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -40,7 +44,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::simd::transpose;
-use crate::{conv_shifted, floats};
+use crate::{conv_shifted, conv_winograd, floats};
 
 /// Upper bound of one im2col buffer, in floats (32 MiB): the batch is processed in chunks of
 /// images whose columns fit. Large enough that every chunk's products have thousands of columns.
@@ -68,7 +72,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// The convolution's options when this file's kernels apply to it: f32, one group, explicit
 /// padding, and a flex autodiff device (training), or a flex device without autodiff
-/// (inference) where the shifted-grid path applies; elsewhere flex's own forward is as fast as
+/// (inference) where the Winograd or the shifted-grid path applies; elsewhere flex's own forward is as fast as
 /// im2col (BENCHMARKS.md, "Convolution without im2col"). With the `tch` feature, also a
 /// LibTorch autodiff device with symmetric padding (libtorch's backward kernels,
 /// `libtorch.rs`).
@@ -92,7 +96,7 @@ pub(crate) fn gemm_options(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvOptions<2
     );
     if !libtorch && !crate::on_flex_autodiff(&device) {
         let g = Geometry::new(&x.dims(), &conv.weight.dims(), &options);
-        if !conv_shifted::applies(&g) {
+        if !conv_winograd::applies(&g) && !conv_shifted::applies(&g) {
             return None;
         }
     }
@@ -375,6 +379,57 @@ fn col2im(g: &Geometry, dcols: &[f32], first: usize, b: usize, dx: &mut [f32]) {
 /// faster row-major (BENCHMARKS.md, "Flex on AVX-512").
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(
+    size: [usize; 3],
+    dst: &mut [f32],
+    dst_strides: [usize; 2],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: [usize; 2],
+    rhs: &[f32],
+    rhs_strides: [usize; 2],
+) {
+    gemm_on(
+        gemm::Parallelism::Rayon(0),
+        size,
+        dst,
+        dst_strides,
+        accumulate,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+    );
+}
+
+/// `gemm` on the calling thread alone: for callers that run several products at once, one per
+/// task (`conv_winograd.rs`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_serial(
+    size: [usize; 3],
+    dst: &mut [f32],
+    dst_strides: [usize; 2],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: [usize; 2],
+    rhs: &[f32],
+    rhs_strides: [usize; 2],
+) {
+    gemm_on(
+        gemm::Parallelism::None,
+        size,
+        dst,
+        dst_strides,
+        accumulate,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_on(
+    parallelism: gemm::Parallelism,
     [m, n, k]: [usize; 3],
     dst: &mut [f32],
     [dst_rs, dst_cs]: [usize; 2],
@@ -425,7 +480,7 @@ pub(crate) fn gemm(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            parallelism,
         );
     }
 }
@@ -453,6 +508,9 @@ fn scatter_transposed(g: &Geometry, out: &[f32], nchw: &mut [f32], first: usize,
 
 /// Forward convolution without bias: `y[N, O, H_out, W_out]`.
 pub fn forward_kernel(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if conv_winograd::applies(g) {
+        return conv_winograd::forward(g, x, w);
+    }
     if conv_shifted::applies(g) {
         return conv_shifted::forward(g, x, w);
     }
@@ -493,6 +551,9 @@ pub fn backward_kernels(
     want_dx: bool,
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if conv_winograd::applies(g) {
+        return conv_winograd::backward(g, x, w, dy, [want_dx, want_dw]);
+    }
     if conv_shifted::applies(g) {
         return conv_shifted::backward(g, x, w, dy, [want_dx, want_dw]);
     }
@@ -727,6 +788,98 @@ mod tests {
             );
         }
         assert_eq!(tested, 7, "stride-1 cases that fit on the grid");
+    }
+
+    /// The Winograd kernels (conv_winograd.rs) against the same direct convolution, on every
+    /// 3x3 stride-1 case above plus shapes of their own: odd and even output sizes (partial
+    /// tiles), no padding, one-sided and two-sided padding, a 1x1 plane, one image and many,
+    /// in every chunking.
+    #[test]
+    fn winograd_kernels_match_a_direct_convolution() {
+        let mut cases: Vec<Case> = CASES.to_vec();
+        cases.extend([
+            ([2, 3, 6, 9], [4, 3, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            ([2, 2, 5, 6], [3, 2, 3, 3], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+            ([3, 5, 4, 4], [6, 5, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            (
+                [2, 9, 7, 5],
+                [10, 9, 3, 3],
+                [1, 1],
+                [(2, 0), (0, 1)],
+                [1, 1],
+            ),
+            ([1, 4, 1, 1], [3, 4, 3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            ([4, 3, 8, 8], [2, 3, 3, 3], [1, 1], [(2, 2), (2, 2)], [1, 1]),
+        ]);
+        let mut tested = 0;
+        for (case, (xs, ws, stride, padding, dilation)) in cases.into_iter().enumerate() {
+            let options = ConvOptions::new_with_padding(stride, padding, dilation, 1);
+            let g = Geometry::new(&xs, &ws, &options);
+            if !conv_winograd::fits(&g) {
+                continue;
+            }
+            tested += 1;
+            let x = uniform_noise(xs.iter().product(), 21 + case as u64);
+            let w = uniform_noise(ws.iter().product(), 120 + case as u64);
+            let dy = uniform_noise(g.n * g.o * g.l(), 220 + case as u64);
+            let y = direct(&g, &x, &w);
+            let (want_dx, want_dw) = adjoint_gradients(&g, &x, &w, &dy);
+            for step in [1, 3, g.n] {
+                let what = format!("case {case} {xs:?} * {ws:?} pad {padding:?}, {step} per chunk");
+                close(
+                    &format!("{what}: y"),
+                    &conv_winograd::forward_chunked(&g, &x, &w, step.min(g.n)),
+                    &y,
+                    1e-5,
+                );
+                let (dx, dw) =
+                    conv_winograd::backward_chunked(&g, &x, &w, &dy, [true, true], step.min(g.n));
+                close(&format!("{what}: dx"), &dx.unwrap(), &want_dx, 1e-5);
+                close(&format!("{what}: dw"), &dw.unwrap(), &want_dw, 1e-5);
+            }
+            let (dx, dw) = conv_winograd::backward(&g, &x, &w, &dy, [false, true]);
+            assert!(dx.is_none(), "case {case}: only dW was asked for");
+            close(
+                &format!("case {case}: dw alone"),
+                &dw.unwrap(),
+                &want_dw,
+                1e-5,
+            );
+            let (dx, dw) = conv_winograd::backward(&g, &x, &w, &dy, [true, false]);
+            assert!(dw.is_none(), "case {case}: only dX was asked for");
+            close(
+                &format!("case {case}: dx alone"),
+                &dx.unwrap(),
+                &want_dx,
+                1e-5,
+            );
+        }
+        assert_eq!(tested, 8, "3x3 stride-1 cases");
+    }
+
+    /// A layer as wide as a ResNet's (every channel in full 8-lane groups, several chunks):
+    /// the Winograd kernels against the im2col ones, values and both gradients, within the
+    /// rounding of f32 sums of 576 products.
+    #[test]
+    fn winograd_matches_im2col_on_a_wide_layer() {
+        let options = ConvOptions::new_with_padding([1, 1], [(1, 1), (1, 1)], [1, 1], 1);
+        let g = Geometry::new(&[5, 64, 10, 12], &[48, 64, 3, 3], &options);
+        assert!(conv_winograd::applies(&g));
+        let x = uniform_noise(5 * 64 * 10 * 12, 31);
+        let w = uniform_noise(48 * 64 * 9, 32);
+        let dy = uniform_noise(g.n * g.o * g.l(), 33);
+        let f64s = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+        let step = g.chunk(CHUNK_FLOATS);
+        close(
+            "y",
+            &conv_winograd::forward_chunked(&g, &x, &w, 2),
+            &f64s(forward_chunked(&g, &x, &w, step)),
+            1e-5,
+        );
+        let (dx, dw) = conv_winograd::backward_chunked(&g, &x, &w, &dy, [true, true], 2);
+        let (want_dx, want_dw) = backward_chunked(&g, &x, &w, &dy, [true, true], step);
+        close("dx", &dx.unwrap(), &f64s(want_dx.unwrap()), 1e-5);
+        close("dw", &dw.unwrap(), &f64s(want_dw.unwrap()), 1e-5);
     }
 
     /// Which path a ResNet / WRN convolution takes: the shifted grid for large planes, im2col

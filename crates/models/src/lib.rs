@@ -11,6 +11,7 @@ pub mod batch_norm;
 #[cfg_attr(feature = "tch", allow(deprecated))]
 pub mod conv;
 mod conv_shifted;
+mod conv_winograd;
 pub mod data_parallel;
 pub mod dropout;
 pub mod error;
