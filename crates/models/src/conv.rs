@@ -17,9 +17,8 @@
 //! with K = C_in·kh·kw, L = H_out·W_out, and B images per chunk, so that the im2col buffer
 //! stays bounded (`CHUNK_FLOATS`) whatever the batch size.
 //!
-//! 3x3 stride-1 convolutions with at least 16 input and output channels (every one of the
-//! CIFAR ResNets' and WRNs' but the stem) run as Winograd F(2x2, 3x3) products instead, 2.25x
-//! fewer of them (`conv_winograd.rs`). Other stride-1 convolutions on large planes skip the
+//! 3x3 stride-1 convolutions with at least 64 input and output channels run as Winograd
+//! F(2x2, 3x3) products instead, 2.25x fewer of them (`conv_winograd.rs`). Other stride-1 convolutions on large planes skip the
 //! im2col buffer altogether: they run as shifted products over a channels-last copy of the input
 //! (`conv_shifted.rs`).
 //!
@@ -859,14 +858,15 @@ mod tests {
 
     /// A layer as wide as a ResNet's (every channel in full 8-lane groups, several chunks):
     /// the Winograd kernels against the im2col ones, values and both gradients, within the
-    /// rounding of f32 sums of 576 products.
+    /// rounding of f32 sums of 576 products: about 1e-6 of their typical size (8), so 5e-5 of
+    /// `1 + |value|` (seen: 1.2e-5 on a value of 0.22).
     #[test]
     fn winograd_matches_im2col_on_a_wide_layer() {
         let options = ConvOptions::new_with_padding([1, 1], [(1, 1), (1, 1)], [1, 1], 1);
-        let g = Geometry::new(&[5, 64, 10, 12], &[48, 64, 3, 3], &options);
+        let g = Geometry::new(&[5, 64, 10, 12], &[72, 64, 3, 3], &options);
         assert!(conv_winograd::applies(&g));
         let x = uniform_noise(5 * 64 * 10 * 12, 31);
-        let w = uniform_noise(48 * 64 * 9, 32);
+        let w = uniform_noise(72 * 64 * 9, 32);
         let dy = uniform_noise(g.n * g.o * g.l(), 33);
         let f64s = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
         let step = g.chunk(CHUNK_FLOATS);
@@ -874,12 +874,12 @@ mod tests {
             "y",
             &conv_winograd::forward_chunked(&g, &x, &w, 2),
             &f64s(forward_chunked(&g, &x, &w, step)),
-            1e-5,
+            5e-5,
         );
         let (dx, dw) = conv_winograd::backward_chunked(&g, &x, &w, &dy, [true, true], 2);
         let (want_dx, want_dw) = backward_chunked(&g, &x, &w, &dy, [true, true], step);
-        close("dx", &dx.unwrap(), &f64s(want_dx.unwrap()), 1e-5);
-        close("dw", &dw.unwrap(), &f64s(want_dw.unwrap()), 1e-5);
+        close("dx", &dx.unwrap(), &f64s(want_dx.unwrap()), 5e-5);
+        close("dw", &dw.unwrap(), &f64s(want_dw.unwrap()), 5e-5);
     }
 
     /// Which path a ResNet / WRN convolution takes: the shifted grid for large planes, im2col

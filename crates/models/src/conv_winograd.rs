@@ -45,8 +45,11 @@ use crate::simd::{dispatch, transpose};
 const TAPS: usize = 16;
 
 /// The fewest input and output channels for which this path is used: with fewer, the
-/// transforms (a pass over 4x the input and the output) outweigh the saved products.
-const MIN_CHANNELS: usize = 16;
+/// transforms (passes over 4x the input and the output) outweigh the saved products. Measured:
+/// WRN-40-2 with its 32-channel layers here trained no faster and evaluated at batch 32 slower
+/// (65-100 images/s against 102 on the shifted path) than with them left out (110-134); its and
+/// ResNet-18's 64-channel and wider layers run faster here (BENCHMARKS.md, "Winograd").
+const MIN_CHANNELS: usize = 64;
 
 /// Upper bound of one chunk's transformed tiles, in floats (8 MiB), as for the shifted path
 /// (`conv_shifted.rs`): smaller blocks are reused from the heap instead of mapped afresh.
