@@ -1,12 +1,12 @@
 //! 3x3 stride-1 convolutions by Winograd's minimal filtering algorithm F(2x2, 3x3), forward and
 //! backward.
 //!
-//! Why: on flex most of a CNN training step is matrix products (about 70% of a ResNet-18 step
+//! Why: on flex most of a CNN training step is matrix products (two thirds of a ResNet-18 step
 //! in gemm's micro-kernel, BENCHMARKS.md), and those already run near the machine's peak. The
 //! one way left to make them faster is fewer of them. F(2x2, 3x3) computes a 2x2 block of
 //! outputs from a 4x4 block of inputs with 16 multiplications per (input channel, output
 //! channel) pair instead of 36: 2.25x fewer products for each of the forward pass, the input
-//! gradient and the weight gradient. cuDNN uses the same algorithm for these layers.
+//! gradient and the weight gradient. cuDNN offers the same algorithm for these layers.
 //!
 //! How (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016, eq. 7-8
 //! and section 4): with the 4x4 input tile `d`, the 3x3 filter `g` and
@@ -45,10 +45,11 @@ use crate::simd::{dispatch, transpose};
 const TAPS: usize = 16;
 
 /// The fewest input and output channels for which this path is used: with fewer, the
-/// transforms (passes over 4x the input and the output) outweigh the saved products. Measured:
-/// WRN-40-2 with its 32-channel layers here trained no faster and evaluated at batch 32 slower
-/// (65-100 images/s against 102 on the shifted path) than with them left out (110-134); its and
-/// ResNet-18's 64-channel and wider layers run faster here (BENCHMARKS.md, "Winograd").
+/// transforms (passes over 4x the input and the output) outweigh the saved products. Measured
+/// on WRN-40-2 at batch 32: with its 32-channel layers here it evaluated at 65-100 images/s,
+/// with them on the shifted path (and its wider layers here) at 110-134, and trained no faster
+/// either way; its and ResNet-18's 64-channel and wider layers run faster here (BENCHMARKS.md,
+/// "Winograd").
 const MIN_CHANNELS: usize = 64;
 
 /// Upper bound of one chunk's transformed tiles, in floats (8 MiB), as for the shifted path
@@ -145,8 +146,10 @@ fn filter_transform(g: &Geometry, w: &[f32]) -> Vec<f32> {
     u
 }
 
-/// `dw[o, c] = Gᵀ dU[c, o] G`, the adjoint of `filter_transform` (`du` laid `[ξν][c][o]`, as
-/// the weight-gradient products write it).
+/// `dw[o, c] = Gᵀ dU[o, c] G`, the adjoint of `filter_transform` (`du` laid `[ξν][o][c]`, as
+/// the weight-gradient products write it, so that each filter's task reads its 16 rows of `c`
+/// values in order: read across `o` instead, 512-channel layers spent longer here than in
+/// their products).
 fn filter_gradient(g: &Geometry, du: &[f32]) -> Vec<f32> {
     let (c, o) = (g.c, g.o);
     let mut dw = vec![0.0f32; o * c * 9];
@@ -154,7 +157,7 @@ fn filter_gradient(g: &Geometry, du: &[f32]) -> Vec<f32> {
         .enumerate()
         .for_each(|(oi, filters)| {
             for (ci, f) in filters.chunks_exact_mut(9).enumerate() {
-                let d = |xi: usize, nu: usize| du[((xi * 4 + nu) * c + ci) * o + oi] as f64;
+                let d = |xi: usize, nu: usize| du[((xi * 4 + nu) * o + oi) * c + ci] as f64;
                 for a in 0..3 {
                     for b in 0..3 {
                         let mut acc = 0.0f64;
@@ -593,8 +596,8 @@ pub(crate) fn backward_chunked(
     let (x_len, y_len) = (c * g.h * g.w, o * g.oh * g.ow);
     let u = want_dx.then(|| filter_transform(g, w));
     let mut dx = want_dx.then(|| vec![0.0f32; g.n * x_len]);
-    // dU_ξν[c, o], summed over the chunks
-    let mut du = want_dw.then(|| vec![0.0f32; TAPS * c * o]);
+    // dU_ξν[o, c], summed over the chunks
+    let mut du = want_dw.then(|| vec![0.0f32; TAPS * o * c]);
     let mut dm = vec![0.0f32; step * per * TAPS * o];
     let mut v = want_dw.then(|| vec![0.0f32; step * per * TAPS * c]);
     let mut dv = want_dx.then(|| vec![0.0f32; TAPS * step * per * c]);
@@ -624,14 +627,14 @@ pub(crate) fn backward_chunked(
                         input_tiles(p, t, c, v);
                     },
                 );
-            // dU_ξν[c, o] += V_ξνᵀ[c, tile] · dM_ξν[tile, o]
+            // dU_ξν[o, c] += dM_ξνᵀ[o, tile] · V_ξν[tile, c]
             let v = &*v;
             products(
-                [c, o, rows],
+                [o, c, rows],
                 du,
                 index > 0,
-                |tap| (&v[tap * c..], [1, TAPS * c]),
-                |tap| (&dm[tap * o..], [TAPS * o, 1]),
+                |tap| (&dm[tap * o..], [1, TAPS * o]),
+                |tap| (&v[tap * c..], [TAPS * c, 1]),
             );
         }
         if let (Some(dx), Some(dv), Some(u)) = (dx.as_mut(), dv.as_mut(), u.as_ref()) {
