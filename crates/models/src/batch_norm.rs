@@ -370,13 +370,33 @@ fn plane_sum_loop(p: &[f32], f: impl Fn(f32) -> f64) -> f64 {
 /// written as a loop instead, LLVM vectorised it across the two sums and loaded `g` behind a
 /// branch per value (the mask), even with AVX2 enabled.
 fn plane_grad_sums<const RELU: bool>(g: &[f32], x: &[f32], a: Affine) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx2() {
-        // SAFETY: the processor has the features `grad_lanes_avx2` is compiled for.
-        let lanes = unsafe { grad_lanes_avx2::<RELU>(g, x, a) };
-        return grad_sums_finish::<RELU>(g, x, a, lanes);
+    if RELU {
+        plane_grad_sums_relu(g, x, a)
+    } else {
+        plane_grad_sums_plain(g, x, a)
     }
+}
+
+dispatch! {
+    fn plane_grad_sums_plain(g: &[f32], x: &[f32], a: Affine) -> (f64, f64) =
+        grad_sums::<false>, avx2: grad_sums_avx2::<false>;
+}
+
+dispatch! {
+    fn plane_grad_sums_relu(g: &[f32], x: &[f32], a: Affine) -> (f64, f64) =
+        grad_sums::<true>, avx2: grad_sums_avx2::<true>;
+}
+
+/// The baseline copy of `plane_grad_sums`.
+fn grad_sums<const RELU: bool>(g: &[f32], x: &[f32], a: Affine) -> (f64, f64) {
     grad_sums_finish::<RELU>(g, x, a, grad_lanes::<RELU>(g, x, a))
+}
+
+/// The AVX2 copy of `plane_grad_sums`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn grad_sums_avx2<const RELU: bool>(g: &[f32], x: &[f32], a: Affine) -> (f64, f64) {
+    grad_sums_finish::<RELU>(g, x, a, grad_lanes_avx2::<RELU>(g, x, a))
 }
 
 /// One value's terms, `(g, g · (x - mean))`, `g` masked.

@@ -22,7 +22,22 @@ pub(crate) fn avx2() -> bool {
 /// the processor has them and for the baseline target elsewhere. `$body` must be
 /// `#[inline(always)]`, so that its loops are compiled inside each copy; closures it is given
 /// are inlined into it (they are small and called from one place).
+///
+/// The second form, `= $body, avx2: $fast;`, is for kernels whose AVX2 copy is written with
+/// intrinsics: `$fast` is a `#[target_feature(enable = "avx2,fma")]` function taking the same
+/// arguments, called where the processor has both, `$body` elsewhere.
 macro_rules! dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:expr, avx2: $fast:expr;) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if $crate::simd::avx2() {
+                // SAFETY: the processor has the features `$fast` is compiled for.
+                return unsafe { $fast($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? = $body:expr;) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -43,21 +58,28 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// `dst[j·dst_rs + i] = src[i·src_rs + j]` for `i < rows`, `j < cols`, in 8x8 tiles: each tile
-/// reads and writes 8 consecutive floats per line. With AVX2 a tile is eight 8-float registers
-/// transposed by shuffles (no detour through memory); both copies give the same result.
-pub(crate) fn transpose(
+dispatch! {
+    /// `dst[j·dst_rs + i] = src[i·src_rs + j]` for `i < rows`, `j < cols`, in 8x8 tiles: each
+    /// tile reads and writes 8 consecutive floats per line. With AVX2 a tile is eight 8-float
+    /// registers transposed by shuffles (no detour through memory); both copies give the same
+    /// result.
+    pub(crate) fn transpose(
+        src: &[f32],
+        src_rs: usize,
+        dst: &mut [f32],
+        dst_rs: usize,
+        size: [usize; 2],
+    ) = transpose_portable, avx2: avx2_tiles::transpose;
+}
+
+/// The baseline copy of `transpose`.
+fn transpose_portable(
     src: &[f32],
     src_rs: usize,
     dst: &mut [f32],
     dst_rs: usize,
     size: [usize; 2],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: the processor has AVX2 (checked above).
-        return unsafe { avx2_tiles::transpose(src, src_rs, dst, dst_rs, size) };
-    }
     transpose_tiles(src, src_rs, dst, dst_rs, size, tile_portable)
 }
 
