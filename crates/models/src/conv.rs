@@ -387,7 +387,7 @@ pub(crate) fn gemm(
     rhs: &[f32],
     rhs_strides: [usize; 2],
 ) {
-    gemm_on(
+    gemm_with(
         gemm::Parallelism::Rayon(0),
         size,
         dst,
@@ -400,34 +400,10 @@ pub(crate) fn gemm(
     );
 }
 
-/// `gemm` on the calling thread alone: for callers that run several products at once, one per
-/// task (`conv_winograd.rs`).
+/// `gemm` with the parallelism the caller chooses: `Parallelism::None` for callers that run
+/// several products at once, one per task (`conv_winograd.rs`).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_serial(
-    size: [usize; 3],
-    dst: &mut [f32],
-    dst_strides: [usize; 2],
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_strides: [usize; 2],
-    rhs: &[f32],
-    rhs_strides: [usize; 2],
-) {
-    gemm_on(
-        gemm::Parallelism::None,
-        size,
-        dst,
-        dst_strides,
-        accumulate,
-        lhs,
-        lhs_strides,
-        rhs,
-        rhs_strides,
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_on(
+pub(crate) fn gemm_with(
     parallelism: gemm::Parallelism,
     [m, n, k]: [usize; 3],
     dst: &mut [f32],

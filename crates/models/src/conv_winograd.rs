@@ -38,7 +38,7 @@
 
 use rayon::prelude::*;
 
-use crate::conv::{Geometry, gemm_serial};
+use crate::conv::{Geometry, gemm_with};
 use crate::simd::{dispatch, transpose};
 
 /// Positions of a transformed tile (4x4).
@@ -517,7 +517,17 @@ fn products<'a>(
         .for_each(|(tap, dst)| {
             let (l, ls) = lhs(tap);
             let (r, rs) = rhs(tap);
-            gemm_serial([m, n, k], dst, [n, 1], accumulate, l, ls, r, rs);
+            gemm_with(
+                gemm::Parallelism::None,
+                [m, n, k],
+                dst,
+                [n, 1],
+                accumulate,
+                l,
+                ls,
+                r,
+                rs,
+            );
         });
 }
 
