@@ -18,9 +18,9 @@
 //! stays bounded (`CHUNK_FLOATS`) whatever the batch size.
 //!
 //! 3x3 stride-1 convolutions with at least 64 input and output channels run as Winograd
-//! F(2x2, 3x3) products instead, 2.25x fewer of them (`conv_winograd.rs`). Other stride-1 convolutions on large planes skip the
-//! im2col buffer altogether: they run as shifted products over a channels-last copy of the input
-//! (`conv_shifted.rs`).
+//! F(2x2, 3x3) products instead, 2.25x fewer of them (`conv_winograd.rs`). Other stride-1
+//! convolutions on large planes skip the im2col buffer altogether: they run as shifted products
+//! over a channels-last copy of the input (`conv_shifted.rs`).
 //!
 //! The numbers are those of burn's own convolution up to float rounding: summation order, and
 //! on the Winograd path the transforms' additions (the tests compare values and gradients with
@@ -71,10 +71,10 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 /// The convolution's options when this file's kernels apply to it: f32, one group, explicit
 /// padding, and a flex autodiff device (training), or a flex device without autodiff
-/// (inference) where the Winograd or the shifted-grid path applies; elsewhere flex's own forward is as fast as
-/// im2col (BENCHMARKS.md, "Convolution without im2col"). With the `tch` feature, also a
-/// LibTorch autodiff device with symmetric padding (libtorch's backward kernels,
-/// `libtorch.rs`).
+/// (inference) where the Winograd or the shifted-grid path applies; elsewhere flex's own
+/// forward is as fast as im2col (BENCHMARKS.md, "Convolution without im2col"). With the `tch`
+/// feature, also a LibTorch autodiff device with symmetric padding (libtorch's backward
+/// kernels, `libtorch.rs`).
 pub(crate) fn gemm_options(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvOptions<2>> {
     let device = x.device();
     let libtorch = crate::on_libtorch_autodiff(&device);

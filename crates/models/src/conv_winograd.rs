@@ -231,7 +231,7 @@ fn bt_axis<const L: usize>([d0, d1, d2, d3]: [[f32; L]; 4]) -> [[f32; L]; 4] {
     [sub(d0, d2), add(d1, d2), sub(d2, d1), sub(d1, d3)]
 }
 
-/// `B v` along one axis (the adjoint of `bt`).
+/// `B v` along one axis (the adjoint of `bt_axis`).
 #[inline(always)]
 fn b_axis<const L: usize>([v0, v1, v2, v3]: [[f32; L]; 4]) -> [[f32; L]; 4] {
     [v0, add(sub(v1, v2), v3), add(sub(v1, v0), v2), neg(v3)]
@@ -243,14 +243,14 @@ fn at_axis<const L: usize>([m0, m1, m2, m3]: [[f32; L]; 4]) -> [[f32; L]; 2] {
     [add(add(m0, m1), m2), sub(sub(m1, m2), m3)]
 }
 
-/// `A y` along one axis (the adjoint of `at`): two values to four.
+/// `A y` along one axis (the adjoint of `at_axis`): two values to four.
 #[inline(always)]
 fn a_axis<const L: usize>([y0, y1]: [[f32; L]; 2]) -> [[f32; L]; 4] {
     [y0, add(y0, y1), sub(y0, y1), neg(y1)]
 }
 
-/// Applies `along` to the columns of a tile (each row index `i` in turn), then to its rows.
-/// `R x C` values in, `R' x C'` out, row-major.
+/// Applies `cols` down each column of a tile, then `rows` along each row of the result:
+/// `R x C` values in, `R2 x C2` out, row-major.
 #[inline(always)]
 fn separable<const L: usize, const R: usize, const C: usize, const R2: usize, const C2: usize>(
     tile: [[f32; L]; 16],
@@ -440,10 +440,10 @@ fn pad_image(g: &Geometry, t: Tiles, x: &[f32], p: &mut [f32]) {
     p.fill(0.0);
     let [top, left] = g.pad;
     let cols = g.w.min(t.wp.saturating_sub(left));
+    if cols == 0 {
+        return;
+    }
     for r in 0..g.h.min(t.hp.saturating_sub(top)) {
-        if cols == 0 {
-            break;
-        }
         // [c, cols] with rows h·w apart -> [cols, c]
         transpose(
             &x[r * g.w..],
@@ -460,10 +460,10 @@ fn pad_image(g: &Geometry, t: Tiles, x: &[f32], p: &mut [f32]) {
 fn unpad_image(g: &Geometry, t: Tiles, p: &[f32], dx: &mut [f32]) {
     let [top, left] = g.pad;
     let cols = g.w.min(t.wp.saturating_sub(left));
+    if cols == 0 {
+        return;
+    }
     for r in 0..g.h.min(t.hp.saturating_sub(top)) {
-        if cols == 0 {
-            break;
-        }
         transpose(
             &p[((r + top) * t.wp + left) * g.c..],
             g.c,
@@ -474,7 +474,7 @@ fn unpad_image(g: &Geometry, t: Tiles, p: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// `[o, oh, ow]` planes channels-last onto `[2·th][2·tw][o]` (zero past the outputs), or back.
+/// `[o, oh, ow]` planes channels-last onto `[2·th][2·tw][o]` (zero past the outputs).
 fn outputs_channels_last(g: &Geometry, t: Tiles, planes: &[f32], cl: &mut [f32]) {
     cl.fill(0.0);
     for r in 0..g.oh {
@@ -488,6 +488,7 @@ fn outputs_channels_last(g: &Geometry, t: Tiles, planes: &[f32], cl: &mut [f32])
     }
 }
 
+/// The inverse of `outputs_channels_last`: the real outputs of `[2·th][2·tw][o]` as planes.
 fn outputs_planar(g: &Geometry, t: Tiles, cl: &[f32], planes: &mut [f32]) {
     for r in 0..g.oh {
         transpose(
@@ -498,6 +499,21 @@ fn outputs_planar(g: &Geometry, t: Tiles, cl: &[f32], planes: &mut [f32]) {
             [g.ow, g.o],
         );
     }
+}
+
+/// `V = Bᵀ d B` of images `first..` of `x` (`[N, c, h, w]`), as many as `v` holds, laid
+/// `[tile][ξν][c]`: one image per task, each through its own padded channels-last plane.
+fn input_transform(g: &Geometry, t: Tiles, x: &[f32], first: usize, v: &mut [f32]) {
+    let x_len = g.c * g.h * g.w;
+    v.par_chunks_mut(t.count() * TAPS * g.c)
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; t.hp * t.wp * g.c],
+            |p, (i, v)| {
+                pad_image(g, t, &x[(first + i) * x_len..][..x_len], p);
+                input_tiles(p, t, g.c, v);
+            },
+        );
 }
 
 /// The 16 products of a chunk, one task each: `dst_ξν[m, n] (+)= lhs_ξν · rhs_ξν`, each
@@ -539,7 +555,7 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 pub(crate) fn forward_chunked(g: &Geometry, x: &[f32], w: &[f32], step: usize) -> Vec<f32> {
     let t = Tiles::new(g);
     let (c, o, per) = (g.c, g.o, t.count());
-    let (x_len, y_len) = (c * g.h * g.w, o * g.oh * g.ow);
+    let y_len = o * g.oh * g.ow;
     let u = filter_transform(g, w);
     let mut y = vec![0.0f32; g.n * y_len];
     let mut v = vec![0.0f32; step * per * TAPS * c];
@@ -547,17 +563,7 @@ pub(crate) fn forward_chunked(g: &Geometry, x: &[f32], w: &[f32], step: usize) -
     for first in (0..g.n).step_by(step) {
         let b = step.min(g.n - first);
         let rows = b * per;
-        // V: [tile][ξν][c], one image per task
-        v[..rows * TAPS * c]
-            .par_chunks_mut(per * TAPS * c)
-            .enumerate()
-            .for_each_init(
-                || vec![0.0f32; t.hp * t.wp * c],
-                |p, (i, v)| {
-                    pad_image(g, t, &x[(first + i) * x_len..][..x_len], p);
-                    input_tiles(p, t, c, v);
-                },
-            );
+        input_transform(g, t, x, first, &mut v[..rows * TAPS * c]);
         // M_ξν[tile, o] = V_ξν[tile, c] · U_ξν[c, o]
         let (v, u) = (&v, &u);
         products(
@@ -627,16 +633,7 @@ pub(crate) fn backward_chunked(
             );
         let dm = &dm;
         if let (Some(du), Some(v)) = (du.as_mut(), v.as_mut()) {
-            v[..rows * TAPS * c]
-                .par_chunks_mut(per * TAPS * c)
-                .enumerate()
-                .for_each_init(
-                    || vec![0.0f32; t.hp * t.wp * c],
-                    |p, (i, v)| {
-                        pad_image(g, t, &x[(first + i) * x_len..][..x_len], p);
-                        input_tiles(p, t, c, v);
-                    },
-                );
+            input_transform(g, t, x, first, &mut v[..rows * TAPS * c]);
             // dU_ξν[o, c] += dM_ξνᵀ[o, tile] · V_ξν[tile, c]
             let v = &*v;
             products(
