@@ -111,69 +111,6 @@ fn chunk(g: &Geometry, tiles: &Tiles) -> usize {
     (CHUNK_FLOATS / (TAPS * tiles.count() * g.c.max(g.o))).clamp(1, g.n)
 }
 
-/// Lavin & Gray's `G` (eq. 8): the filter transform `U = G g Gᵀ`.
-const G: [[f64; 3]; 4] = [
-    [1.0, 0.0, 0.0],
-    [0.5, 0.5, 0.5],
-    [0.5, -0.5, 0.5],
-    [0.0, 0.0, 1.0],
-];
-
-/// `U_ξν[c, o] = (G g Gᵀ)[ξ, ν]` for filter `g = w[o, c]`, laid `[c][ξν][o]` so that each
-/// input channel's rows are written by one task (the products read `U_ξν` with row stride
-/// `16·o`).
-fn filter_transform(g: &Geometry, w: &[f32]) -> Vec<f32> {
-    let (c, o) = (g.c, g.o);
-    let mut u = vec![0.0f32; c * TAPS * o];
-    u.par_chunks_mut(TAPS * o).enumerate().for_each(|(ci, u)| {
-        for oi in 0..o {
-            let f = &w[(oi * c + ci) * 9..][..9];
-            // G g, then (G g) Gᵀ
-            let mut gg = [[0.0f64; 3]; 4];
-            for (xi, row) in G.iter().enumerate() {
-                for b in 0..3 {
-                    gg[xi][b] = (0..3).map(|a| row[a] * f[a * 3 + b] as f64).sum();
-                }
-            }
-            for (xi, ggrow) in gg.iter().enumerate() {
-                for (nu, col) in G.iter().enumerate() {
-                    let v: f64 = (0..3).map(|b| ggrow[b] * col[b]).sum();
-                    u[(xi * 4 + nu) * o + oi] = v as f32;
-                }
-            }
-        }
-    });
-    u
-}
-
-/// `dw[o, c] = Gᵀ dU[o, c] G`, the adjoint of `filter_transform` (`du` laid `[ξν][o][c]`, as
-/// the weight-gradient products write it, so that each filter's task reads its 16 rows of `c`
-/// values in order: read across `o` instead, 512-channel layers spent longer here than in
-/// their products).
-fn filter_gradient(g: &Geometry, du: &[f32]) -> Vec<f32> {
-    let (c, o) = (g.c, g.o);
-    let mut dw = vec![0.0f32; o * c * 9];
-    dw.par_chunks_mut(c * 9)
-        .enumerate()
-        .for_each(|(oi, filters)| {
-            for (ci, f) in filters.chunks_exact_mut(9).enumerate() {
-                let d = |xi: usize, nu: usize| du[((xi * 4 + nu) * o + oi) * c + ci] as f64;
-                for a in 0..3 {
-                    for b in 0..3 {
-                        let mut acc = 0.0f64;
-                        for (xi, grow) in G.iter().enumerate() {
-                            for (nu, gcol) in G.iter().enumerate() {
-                                acc += grow[a] * d(xi, nu) * gcol[b];
-                            }
-                        }
-                        f[a * 3 + b] = acc as f32;
-                    }
-                }
-            }
-        });
-    dw
-}
-
 /// Eight channels at a time: the transforms below work on `[f32; W]` lanes, which the AVX2
 /// copies keep in one register each; the last `c % 8` channels go one by one.
 const W: usize = 8;
@@ -202,6 +139,15 @@ fn add<const L: usize>(mut a: [f32; L], b: [f32; L]) -> [f32; L] {
 fn sub<const L: usize>(mut a: [f32; L], b: [f32; L]) -> [f32; L] {
     for l in 0..L {
         a[l] -= b[l];
+    }
+    a
+}
+
+/// Halves each lane (exact in floating point).
+#[inline(always)]
+fn half<const L: usize>(mut a: [f32; L]) -> [f32; L] {
+    for v in &mut a {
+        *v *= 0.5;
     }
     a
 }
@@ -273,6 +219,20 @@ fn separable<const L: usize, const R: usize, const C: usize, const R2: usize, co
         }
     }
     out
+}
+
+/// `G g` along one axis of a filter (Lavin & Gray's `G`, eq. 8): three taps to four.
+#[inline(always)]
+fn g_axis<const L: usize>([g0, g1, g2]: [[f32; L]; 3]) -> [[f32; L]; 4] {
+    let outer = add(g0, g2);
+    [g0, half(add(outer, g1)), half(sub(outer, g1)), g2]
+}
+
+/// `Gᵀ d` along one axis (the adjoint of `g_axis`): four values to three.
+#[inline(always)]
+fn gt_axis<const L: usize>([d0, d1, d2, d3]: [[f32; L]; 4]) -> [[f32; L]; 3] {
+    let mid = half(add(d1, d2));
+    [add(d0, mid), half(sub(d1, d2)), add(mid, d3)]
 }
 
 /// Calls `lanes::<8>` for each full group of eight channels, then `lanes::<1>` for the rest.
@@ -404,6 +364,51 @@ fn input_grad_tiles_loop(
     }
 }
 
+/// The transformed filters of input channel `ci`: `w` is `[o][c][3][3]`, `u` receives
+/// `[ξν][o]`. Eight output channels at a time; their taps are gathered from filters `9·c`
+/// floats apart.
+#[inline(always)]
+fn filter_tiles_loop(w: &[f32], c: usize, ci: usize, o: usize, u: &mut [f32]) {
+    by_lanes!(o, |oi, L| {
+        let mut f = [[0.0f32; L]; 16];
+        for j in 0..L {
+            let taps = &w[((oi + j) * c + ci) * 9..][..9];
+            for (k, &tap) in taps.iter().enumerate() {
+                f[k][j] = tap;
+            }
+        }
+        let ut = separable::<L, 3, 3, 4, 4>(f, g_axis, g_axis);
+        for (k, lanes) in ut.into_iter().enumerate() {
+            store(&mut u[k * o + oi..], lanes);
+        }
+    });
+}
+
+/// The filter gradients of output channel `oi`: `du` is `[ξν][o][c]`, `dw` receives
+/// `[c][3][3]`. Eight input channels at a time, read as rows of `du`.
+#[inline(always)]
+fn filter_grad_tiles_loop(du: &[f32], c: usize, o: usize, oi: usize, dw: &mut [f32]) {
+    by_lanes!(c, |ci, L| {
+        let d: [[f32; L]; 16] = gather(|k| load::<L>(&du[(k * o + oi) * c + ci..]));
+        let gt = separable::<L, 4, 4, 3, 3>(d, gt_axis, gt_axis);
+        for j in 0..L {
+            let taps = &mut dw[(ci + j) * 9..][..9];
+            for (k, tap) in taps.iter_mut().enumerate() {
+                *tap = gt[k][j];
+            }
+        }
+    });
+}
+
+dispatch! {
+    fn filter_tiles(w: &[f32], c: usize, ci: usize, o: usize, u: &mut [f32]) = filter_tiles_loop;
+}
+
+dispatch! {
+    fn filter_grad_tiles(du: &[f32], c: usize, o: usize, oi: usize, dw: &mut [f32])
+        = filter_grad_tiles_loop;
+}
+
 dispatch! {
     fn input_tiles(p: &[f32], t: Tiles, c: usize, v: &mut [f32]) = input_tiles_loop;
 }
@@ -432,6 +437,31 @@ dispatch! {
         c: usize,
         p: &mut [f32],
     ) = input_grad_tiles_loop;
+}
+
+/// `U_ξν[c, o] = (G g Gᵀ)[ξ, ν]` for filter `g = w[o, c]`, laid `[c][ξν][o]` so that each
+/// input channel's rows are written by one task (the products read `U_ξν` with row stride
+/// `16·o`).
+fn filter_transform(g: &Geometry, w: &[f32]) -> Vec<f32> {
+    let (c, o) = (g.c, g.o);
+    let mut u = vec![0.0f32; c * TAPS * o];
+    u.par_chunks_mut(TAPS * o)
+        .enumerate()
+        .for_each(|(ci, u)| filter_tiles(w, c, ci, o, u));
+    u
+}
+
+/// `dw[o, c] = Gᵀ dU[o, c] G`, the adjoint of `filter_transform` (`du` laid `[ξν][o][c]`, as
+/// the weight-gradient products write it, so that each filter's task reads its 16 rows of `c`
+/// values in order: read across `o` instead, 512-channel layers spent longer here than in
+/// their products).
+fn filter_gradient(g: &Geometry, du: &[f32]) -> Vec<f32> {
+    let (c, o) = (g.c, g.o);
+    let mut dw = vec![0.0f32; o * c * 9];
+    dw.par_chunks_mut(c * 9)
+        .enumerate()
+        .for_each(|(oi, dw)| filter_grad_tiles(du, c, o, oi, dw));
+    dw
 }
 
 /// Image `x` (`[c, h, w]`) channels-last into its zeroed padded plane `p`: input `(r, q)` at
