@@ -56,85 +56,6 @@ const MIN_CHANNELS: usize = 64;
 /// (`conv_shifted.rs`): smaller blocks are reused from the heap instead of mapped afresh.
 const CHUNK_FLOATS: usize = 2 << 20;
 
-/// The scratch buffers of one convolution, one slot each: the transformed filters `U`, the
-/// transformed input tiles `V`, the products `M`, and in the backward pass `dM`, `dV` and
-/// `dU`.
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    U,
-    V,
-    M,
-    Dm,
-    Dv,
-    Du,
-}
-
-const SLOTS: usize = 6;
-
-std::thread_local! {
-    /// Each thread's scratch buffers, kept between convolutions. Why: a fresh
-    /// `vec![0.0; n]` is zeroed (the binaries have glibc keep the memory they free, so it
-    /// cannot hand back pages it knows are zero), and every element of these buffers is
-    /// written before it is read. Zeroing them anew in every call was 5% of a ResNet-18
-    /// training step (perf, `memset` called from here). A slot holds at most its largest
-    /// request so far: for ResNet-18 16 MiB for `U` and `dU` (512 x 512 filters), at most 8 MiB
-    /// (`CHUNK_FLOATS`) for the others.
-    static SCRATCH: std::cell::RefCell<[Vec<f32>; SLOTS]> =
-        std::cell::RefCell::new(Default::default());
-}
-
-/// A scratch buffer of `len` floats taken from this thread's slot, holding whatever its last
-/// user left there; it goes back to the slot when dropped. A call that finds its slot empty
-/// (a convolution run inside another one's rayon join on the same thread) gets a buffer of
-/// its own.
-struct Scratch {
-    buf: Vec<f32>,
-    len: usize,
-    slot: Slot,
-}
-
-impl Scratch {
-    fn take(slot: Slot, len: usize) -> Self {
-        let kept = SCRATCH
-            .try_with(|s| std::mem::take(&mut s.borrow_mut()[slot as usize]))
-            .unwrap_or_default();
-        let buf = if kept.len() >= len {
-            kept
-        } else {
-            vec![0.0f32; len]
-        };
-        Self { buf, len, slot }
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        &self.buf[..self.len]
-    }
-}
-
-impl std::ops::DerefMut for Scratch {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.buf[..self.len]
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        // Keep the larger of this buffer and one put back meanwhile; a thread being torn down
-        // just frees it.
-        let _ = SCRATCH.try_with(|s| {
-            let mut s = s.borrow_mut();
-            let kept = &mut s[self.slot as usize];
-            if kept.len() < buf.len() {
-                *kept = buf;
-            }
-        });
-    }
-}
-
 /// Whether the convolution runs here: a 3x3 kernel, stride 1, no dilation, and enough
 /// channels.
 pub(crate) fn applies(g: &Geometry) -> bool {
@@ -525,9 +446,9 @@ const FILTER_BLOCK: usize = 8;
 /// `U_ξν[c, o] = (G g Gᵀ)[ξ, ν]` for filter `g = w[o, c]`, laid `[c][ξν][o]` so that each
 /// block of input channels' rows is written by one task (the products read `U_ξν` with row
 /// stride `16·o`).
-fn filter_transform(g: &Geometry, w: &[f32]) -> Scratch {
+fn filter_transform(g: &Geometry, w: &[f32]) -> Vec<f32> {
     let (c, o) = (g.c, g.o);
-    let mut u = Scratch::take(Slot::U, c * TAPS * o);
+    let mut u = vec![0.0f32; c * TAPS * o];
     u.par_chunks_mut(FILTER_BLOCK * TAPS * o)
         .enumerate()
         .for_each_init(
@@ -680,8 +601,8 @@ pub(crate) fn forward_chunked(g: &Geometry, x: &[f32], w: &[f32], step: usize) -
     let y_len = o * g.oh * g.ow;
     let u = filter_transform(g, w);
     let mut y = vec![0.0f32; g.n * y_len];
-    let mut v = Scratch::take(Slot::V, step * per * TAPS * c);
-    let mut m = Scratch::take(Slot::M, TAPS * step * per * o);
+    let mut v = vec![0.0f32; step * per * TAPS * c];
+    let mut m = vec![0.0f32; TAPS * step * per * o];
     for first in (0..g.n).step_by(step) {
         let b = step.min(g.n - first);
         let rows = b * per;
@@ -735,10 +656,10 @@ pub(crate) fn backward_chunked(
     let u = want_dx.then(|| filter_transform(g, w));
     let mut dx = want_dx.then(|| vec![0.0f32; g.n * x_len]);
     // dU_ξν[o, c], summed over the chunks
-    let mut du = want_dw.then(|| Scratch::take(Slot::Du, TAPS * o * c));
-    let mut dm = Scratch::take(Slot::Dm, step * per * TAPS * o);
-    let mut v = want_dw.then(|| Scratch::take(Slot::V, step * per * TAPS * c));
-    let mut dv = want_dx.then(|| Scratch::take(Slot::Dv, TAPS * step * per * c));
+    let mut du = want_dw.then(|| vec![0.0f32; TAPS * o * c]);
+    let mut dm = vec![0.0f32; step * per * TAPS * o];
+    let mut v = want_dw.then(|| vec![0.0f32; step * per * TAPS * c]);
+    let mut dv = want_dx.then(|| vec![0.0f32; TAPS * step * per * c]);
     for (index, first) in (0..g.n).step_by(step).enumerate() {
         let b = step.min(g.n - first);
         let rows = b * per;
