@@ -143,7 +143,7 @@ fn sub<const L: usize>(mut a: [f32; L], b: [f32; L]) -> [f32; L] {
     a
 }
 
-/// Halves each lane (exact in floating point).
+/// Halves each lane (exact, but for subnormal values, which may lose their last bit).
 #[inline(always)]
 fn half<const L: usize>(mut a: [f32; L]) -> [f32; L] {
     for v in &mut a {
