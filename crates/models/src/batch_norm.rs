@@ -31,6 +31,7 @@ use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::nn::BatchNorm;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::floats;
 use crate::simd::dispatch;
@@ -79,7 +80,25 @@ fn normalize(bn: &BatchNorm, x: Tensor<4>, relu: bool) -> Tensor<4> {
     let activate = |y: Tensor<4>| if relu { crate::activation::relu(y) } else { y };
     let device = x.device();
     if !device.is_autodiff() || !bn.training.is_enabled() {
-        // Inference, or a frozen layer: the running statistics, as burn does.
+        // Inference, or a frozen layer: the running statistics, as burn does; in one pass on
+        // flex without autodiff (a frozen layer under autodiff still needs burn's backward).
+        let plain_flex = matches!(device.as_dispatch(), burn::backend::DispatchDevice::Flex(_));
+        if plain_flex && x.dtype() == DType::F32 {
+            let running = |p: &burn::module::RunningState<Tensor<1>>| {
+                p.value().to_device(&device).into_dispatch()
+            };
+            return Tensor::<4>::from_dispatch(
+                <burn::backend::Dispatch as BatchNormInference>::batch_norm_inference(
+                    x.into_dispatch(),
+                    bn.gamma.val().into_dispatch(),
+                    bn.beta.val().into_dispatch(),
+                    running(&bn.running_mean),
+                    running(&bn.running_var),
+                    bn.epsilon,
+                    relu,
+                ),
+            );
+        }
         return activate(bn.forward(x));
     }
     // The fused kernels: flex's below, or libtorch's (`libtorch.rs`, feature `tch`).
@@ -197,6 +216,45 @@ impl<C: CheckpointStrategy> BatchNormFused for Autodiff<Flex, C> {
                 )
             }
         }
+    }
+}
+
+/// Inference-mode batch norm of an NCHW tensor with the given (running) statistics, followed by
+/// a ReLU when `relu`.
+#[backend_extension(Flex)]
+pub trait BatchNormInference: Backend {
+    fn batch_norm_inference(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+}
+
+impl BatchNormInference for Flex {
+    fn batch_norm_inference(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let device = x.device();
+        let dims = x.shape().to_vec();
+        let [x, gamma, beta, mean, var] = [x, gamma, beta, mean, var].map(contiguous);
+        let y = inference_kernel(
+            Shape3::of(&dims),
+            floats(&x),
+            [&gamma, &beta, &mean, &var].map(|t| floats(t)),
+            epsilon,
+            relu,
+        );
+        Flex::float_from_data(TensorData::new(y, dims), &device)
     }
 }
 
@@ -637,6 +695,103 @@ fn apply_loop<const RELU: bool>(a: Affine, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// A channel's terms of inference-mode batch norm, applied as burn's `ModuleOps::batch_norm`
+/// applies them, `((x - mean) / sqrt(var + eps)) · gamma + beta` with each step rounded to f32
+/// in that order: the fused pass gives burn's output bit for bit, so evaluating a model gives
+/// the same scores whichever path ran. (PyTorch folds the terms into `x · a + b`; the two differ
+/// in the last bits.)
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    mean: f32,
+    std: f32,
+    gamma: f32,
+    beta: f32,
+}
+
+impl Running {
+    /// burn adds `eps` as an f32 scalar to the f32 variance, then takes the f32 square root.
+    fn new(mean: f32, var: f32, gamma: f32, beta: f32, epsilon: f64) -> Self {
+        let std = (var + epsilon as f32).sqrt();
+        Self {
+            mean,
+            std,
+            gamma,
+            beta,
+        }
+    }
+
+    #[inline(always)]
+    fn apply(&self, v: f32) -> f32 {
+        (v - self.mean) / self.std * self.gamma + self.beta
+    }
+}
+
+/// Values per task of `inference_kernel` (whole planes, at least one): ResNet's last stage has
+/// 4 x 4 planes, and a task per plane would cost more in rayon than in arithmetic.
+const INFERENCE_TASK: usize = 1 << 14;
+
+/// Inference-mode batch norm with the statistics `mean` and `var` (the running ones), then a
+/// ReLU when `relu`: one pass, where burn's `ModuleOps::batch_norm` (which flex does not
+/// override) makes four (subtract, divide, multiply, add, each into a fresh buffer) and the
+/// ReLU a fifth.
+pub fn inference_kernel(
+    s: Shape3,
+    x: &[f32],
+    [gamma, beta, mean, var]: [&[f32]; 4],
+    epsilon: f64,
+    relu: bool,
+) -> Vec<f32> {
+    let terms: Vec<Running> = (0..s.c)
+        .map(|c| Running::new(mean[c], var[c], gamma[c], beta[c], epsilon))
+        .collect();
+    let plane = s.plane.max(1);
+    let task = (INFERENCE_TASK / plane).max(1) * plane;
+    // Every value is written below, so the buffer is not zeroed first (a pass of its own).
+    let mut y = Vec::with_capacity(x.len());
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(task)
+        .zip(x.par_chunks(task))
+        .enumerate()
+        .for_each(|(t, (out, inp))| {
+            let first = t * task / plane;
+            for (p, (out, inp)) in out.chunks_mut(plane).zip(inp.chunks(plane)).enumerate() {
+                let r = terms[(first + p) % s.c];
+                if relu {
+                    running_relu(r, inp, out)
+                } else {
+                    running(r, inp, out)
+                }
+            }
+        });
+    // SAFETY: the chunks above cover the first `x.len()` values, and each loop writes every
+    // value of its chunk.
+    unsafe { y.set_len(x.len()) };
+    y
+}
+
+dispatch! {
+    /// One plane of inference-mode batch norm.
+    fn running(r: Running, x: &[f32], y: &mut [MaybeUninit<f32>]) = running_loop::<false>;
+}
+
+dispatch! {
+    /// The same, then a ReLU.
+    fn running_relu(r: Running, x: &[f32], y: &mut [MaybeUninit<f32>]) = running_loop::<true>;
+}
+
+#[inline(always)]
+fn running_loop<const RELU: bool>(r: Running, x: &[f32], y: &mut [MaybeUninit<f32>]) {
+    assert_eq!(x.len(), y.len());
+    for (o, v) in y.iter_mut().zip(x) {
+        let pre = r.apply(*v);
+        o.write(if RELU {
+            crate::activation::relu1(pre)
+        } else {
+            pre
+        });
+    }
+}
+
 /// A channel's constants of the input gradient: `dx = scale · (dy - mean_dy - (x - mean) · k)`.
 #[derive(Debug, Clone, Copy)]
 struct DxTerms {
@@ -725,6 +880,24 @@ mod tests {
             apply(a, &x, &mut y);
             apply_loop::<false>(a, &x, &mut want);
             assert_eq!(bits(&y), bits(&want), "affine, {len}");
+            let r = Running::new(0.3, 2.1, 1.4, -0.2, 1e-5);
+            let written = |f: &dyn Fn(&mut [MaybeUninit<f32>])| {
+                let mut out = vec![MaybeUninit::new(f32::NAN); len];
+                f(&mut out);
+                out.iter()
+                    .map(|v| unsafe { v.assume_init() }.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                written(&|o| running_relu(r, &x, o)),
+                written(&|o| running_loop::<true>(r, &x, o)),
+                "running statistics + ReLU, {len}"
+            );
+            assert_eq!(
+                written(&|o| running(r, &x, o)),
+                written(&|o| running_loop::<false>(r, &x, o)),
+                "running statistics, {len}"
+            );
             dx_plane_relu(t, &x, &dy, &mut y);
             dx_loop::<true>(t, &x, &dy, &mut want);
             assert_eq!(bits(&y), bits(&want), "dx through the ReLU, {len}");
@@ -747,6 +920,43 @@ mod tests {
     #[test]
     fn fused_relu_matches_burns_batch_norm_then_relu() {
         check_against_burn(true);
+    }
+
+    /// Inference on flex (the fused pass) against burn's `BatchNorm::forward` and `relu`, bit
+    /// for bit: planes of one value, of ResNet's 4 x 4 and of an odd size spanning several
+    /// tasks whose first planes are not channel 0's.
+    #[test]
+    fn inference_matches_burns_batch_norm_bit_for_bit() {
+        let _rng = crate::tests::device_rng();
+        let device = Device::flex();
+        let bits = |t: Tensor<4>| -> Vec<u32> {
+            let v = t.into_data().try_to_vec::<f32>().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        for dims in [[3, 5, 1, 1], [4, 7, 4, 4], [40, 7, 9, 11]] {
+            let c = dims[1];
+            let random =
+                |lo: f64, hi: f64| Tensor::<1>::random([c], Distribution::Uniform(lo, hi), &device);
+            let bn = BatchNormConfig::new(c).init(&device);
+            let bn = BatchNorm {
+                gamma: burn::module::Param::from_tensor(random(0.5, 1.5)),
+                beta: burn::module::Param::from_tensor(random(-1.0, 1.0)),
+                running_mean: burn::module::RunningState::new(random(-2.0, 2.0)),
+                running_var: burn::module::RunningState::new(random(0.01, 3.0)),
+                ..bn
+            };
+            let x = Tensor::<4>::random(dims, Distribution::Normal(0.5, 2.0), &device);
+            let y = batch_norm(&bn, x.clone());
+            assert_eq!(bits(y), bits(bn.forward(x.clone())), "{dims:?}");
+            let y = batch_norm_relu(&bn, x.clone());
+            let zeros = bits(y.clone()).iter().filter(|v| **v == 0).count();
+            let len = dims.iter().product::<usize>();
+            assert!(
+                zeros > len / 10 && zeros < len * 9 / 10,
+                "{dims:?}: {zeros} clamped"
+            );
+            assert_eq!(bits(y), bits(activation::relu(bn.forward(x))), "{dims:?}");
+        }
     }
 
     fn check_against_burn(relu: bool) {
