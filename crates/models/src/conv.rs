@@ -41,6 +41,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::simd::transpose;
 use crate::{conv_shifted, conv_winograd, floats};
@@ -405,14 +406,68 @@ pub(crate) fn gemm(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_with(
     parallelism: gemm::Parallelism,
-    [m, n, k]: [usize; 3],
+    size: [usize; 3],
     dst: &mut [f32],
-    [dst_rs, dst_cs]: [usize; 2],
+    dst_strides: [usize; 2],
     accumulate: bool,
     lhs: &[f32],
-    [lhs_rs, lhs_cs]: [usize; 2],
+    lhs_strides: [usize; 2],
     rhs: &[f32],
-    [rhs_rs, rhs_cs]: [usize; 2],
+    rhs_strides: [usize; 2],
+) {
+    // SAFETY: `dst` is initialised, so accumulating into it reads defined values.
+    unsafe {
+        gemm_raw(
+            parallelism,
+            size,
+            (dst.as_mut_ptr(), dst.len()),
+            dst_strides,
+            accumulate,
+            (lhs, lhs_strides),
+            (rhs, rhs_strides),
+        )
+    }
+}
+
+/// `gemm_with` into uninitialised memory, overwriting every element the product covers: a
+/// buffer that is written before it is read need not be zeroed first (a pass of its own over
+/// the largest buffers of the Winograd path, `conv_winograd.rs`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_uninit(
+    parallelism: gemm::Parallelism,
+    size: [usize; 3],
+    dst: &mut [MaybeUninit<f32>],
+    dst_strides: [usize; 2],
+    lhs: &[f32],
+    lhs_strides: [usize; 2],
+    rhs: &[f32],
+    rhs_strides: [usize; 2],
+) {
+    // SAFETY: without `accumulate` the kernel writes `dst` and never reads it.
+    unsafe {
+        gemm_raw(
+            parallelism,
+            size,
+            (dst.as_mut_ptr().cast(), dst.len()),
+            dst_strides,
+            false,
+            (lhs, lhs_strides),
+            (rhs, rhs_strides),
+        )
+    }
+}
+
+/// # Safety
+/// `dst` points to `len` floats that nothing else accesses during the call; with `accumulate`
+/// they are initialised.
+unsafe fn gemm_raw(
+    parallelism: gemm::Parallelism,
+    [m, n, k]: [usize; 3],
+    (dst, len): (*mut f32, usize),
+    [dst_rs, dst_cs]: [usize; 2],
+    accumulate: bool,
+    (lhs, [lhs_rs, lhs_cs]): (&[f32], [usize; 2]),
+    (rhs, [rhs_rs, rhs_cs]): (&[f32], [usize; 2]),
 ) {
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
         (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
@@ -421,7 +476,7 @@ pub(crate) fn gemm_with(
         return;
     }
     assert!(
-        last(m, n, dst_rs, dst_cs) < dst.len(),
+        last(m, n, dst_rs, dst_cs) < len,
         "gemm destination too small"
     );
     assert!(
@@ -433,14 +488,15 @@ pub(crate) fn gemm_with(
         "gemm rhs too small"
     );
     // SAFETY: the asserts above keep every element the kernel reads or writes inside its
-    // slice; `dst` is a distinct mutable borrow, so it aliases neither input, and callers give
-    // it strides under which distinct (row, column) pairs are distinct elements.
+    // slice; `dst` is accessed by nothing else (the caller's contract), so it aliases neither
+    // input, and callers give it strides under which distinct (row, column) pairs are distinct
+    // elements. Without `accumulate` (gemm's `read_dst`) the kernel only writes `dst`.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_cs as isize,
             dst_rs as isize,
             accumulate,
