@@ -250,7 +250,7 @@ impl BatchNormInference for Flex {
         let y = inference_kernel(
             Shape3::of(&dims),
             floats(&x),
-            [&gamma, &beta, &mean, &var].map(|t| floats(t)),
+            [&gamma, &beta, &mean, &var].map(floats),
             epsilon,
             relu,
         );
