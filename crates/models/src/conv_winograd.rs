@@ -136,8 +136,9 @@ fn store_uninit<const L: usize>(d: &mut [MaybeUninit<f32>], v: [f32; L]) {
 
 /// A buffer of `n` floats that is written before it is read, so not zeroed first: the
 /// transformed tiles and products are 4x the size of a layer's input or output, and zeroing
-/// them (glibc reuses freed memory, so calloc writes the zeros) was 9% of a ResNet-18 batch-32
-/// training step (perf).
+/// them (glibc reuses freed memory, so calloc writes the zeros) was most of the `memset` that
+/// took 5-9% of a ResNet-18 batch-32 training step and 7.5% of its evaluation (perf,
+/// BENCHMARKS.md, "Winograd buffers left uninitialised").
 fn uninit(n: usize) -> Box<[MaybeUninit<f32>]> {
     Box::new_uninit_slice(n)
 }
