@@ -933,6 +933,7 @@ mod tests {
             let v = t.into_data().try_to_vec::<f32>().unwrap();
             v.iter().map(|x| x.to_bits()).collect()
         };
+        let (mut zeros, mut len) = (0, 0);
         for dims in [[3, 5, 1, 1], [4, 7, 4, 4], [40, 7, 9, 11]] {
             let c = dims[1];
             let random =
@@ -949,14 +950,17 @@ mod tests {
             let y = batch_norm(&bn, x.clone());
             assert_eq!(bits(y), bits(bn.forward(x.clone())), "{dims:?}");
             let y = batch_norm_relu(&bn, x.clone());
-            let zeros = bits(y.clone()).iter().filter(|v| **v == 0).count();
-            let len = dims.iter().product::<usize>();
-            assert!(
-                zeros > len / 10 && zeros < len * 9 / 10,
-                "{dims:?}: {zeros} clamped"
-            );
+            zeros += bits(y.clone()).iter().filter(|v| **v == 0).count();
+            len += dims.iter().product::<usize>();
             assert_eq!(bits(y), bits(activation::relu(bn.forward(x))), "{dims:?}");
         }
+        // The ReLU clamps a good share of the outputs, so its mask is tested too. Counted over
+        // all cases: the draws of the shared test generator depend on which tests ran before,
+        // and the 15 values of the smallest case alone can fall almost all on one side.
+        assert!(
+            zeros > len / 10 && zeros < len * 9 / 10,
+            "{zeros} of {len} clamped"
+        );
     }
 
     fn check_against_burn(relu: bool) {
