@@ -1,25 +1,19 @@
-//! 3x3 stride-1 convolutions by Winograd's minimal filtering algorithm F(2x2, 3x3), forward and
-//! backward.
+//! 3x3 stride-1 convolutions by Winograd's minimal filtering algorithms F(2x2, 3x3) and
+//! F(4x4, 3x3), forward and backward.
 //!
 //! Why: on flex most of a CNN training step is matrix products (two thirds of a ResNet-18 step
 //! in gemm's micro-kernel, BENCHMARKS.md), and those already run near the machine's peak. The
 //! one way left to make them faster is fewer of them. F(2x2, 3x3) computes a 2x2 block of
 //! outputs from a 4x4 block of inputs with 16 multiplications per (input channel, output
 //! channel) pair instead of 36: 2.25x fewer products for each of the forward pass, the input
-//! gradient and the weight gradient. cuDNN offers the same algorithm for these layers.
+//! gradient and the weight gradient. F(4x4, 3x3) computes a 4x4 block from a 6x6 block with 36
+//! instead of 144: 4x fewer. cuDNN and oneDNN offer the same algorithms for these layers.
 //!
 //! How (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016, eq. 7-8
-//! and section 4): with the 4x4 input tile `d`, the 3x3 filter `g` and
-//!
-//! ```text
-//!       | 1  0 -1  0 |        | 1    0    0  |        | 1  1  1  0 |
-//! Bᵀ =  | 0  1  1  0 |   G =  | 1/2  1/2  1/2|   Aᵀ = | 0  1 -1 -1 |
-//!       | 0 -1  1  0 |        | 1/2 -1/2  1/2|
-//!       | 0  1  0 -1 |        | 0    0    1  |
-//! ```
-//!
-//! the 2x2 output tile is `Y = Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A`. For each of the 16 positions
-//! `ξν` of the 4x4 transformed tiles, the sum over input channels is one matrix product:
+//! and section 4): with the `T x T` input tile `d` (T = m + 2 for m x m outputs), the 3x3
+//! filter `g` and the matrices of `Transform` (`F2`, `F4`: `Bᵀ`, `G`, `Aᵀ`), the output tile
+//! is `Y = Aᵀ [Σ_c (G g Gᵀ) ⊙ (Bᵀ d B)] A`. For each of the `T²` positions `ξν` of the
+//! transformed tiles, the sum over input channels is one matrix product:
 //! `M_ξν[tile, o] = V_ξν[tile, c] · U_ξν[c, o]`, with `V = Bᵀ d B` and `U = G g Gᵀ`. The
 //! backward pass differentiates those three steps:
 //!
@@ -28,22 +22,20 @@
 //! - input gradient: `dV_ξν = dM_ξν · U_ξνᵀ`, then `dd = B dV Bᵀ`, added into the input
 //!   gradient tile by tile (neighbouring tiles overlap by two rows or columns).
 //!
-//! Tiles are laid channels-last, so each transform is the same few additions on vectors of
-//! channels; `Bᵀ`, `Aᵀ` and their adjoints hold only 0 and ±1. The transforms run per image on
-//! one thread, the 16 products of a chunk of images on all threads (one product per task).
+//! Tiles are laid channels-last, so each transform is the same few additions (and, for F4,
+//! multiplications by small constants) on vectors of channels. The transforms run per image on
+//! one thread, the `T²` products of a chunk of images on all threads (one product per task).
 //!
 //! Results are those of a direct convolution up to float rounding: the transforms add and
-//! subtract inputs before the products, which loses a little more precision than im2col (tests
-//! against a direct convolution in f64, conv.rs).
+//! subtract inputs before the products, which loses a little more precision than im2col, and
+//! F(4x4, 3x3), whose matrices hold 4, 5, 8 and 1/6, more than F(2x2, 3x3) (tests against a
+//! direct convolution in f64 and against im2col, conv.rs).
 
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use crate::conv::{Geometry, gemm_uninit, gemm_with};
 use crate::simd::{dispatch, transpose};
-
-/// Positions of a transformed tile (4x4).
-const TAPS: usize = 16;
 
 /// The fewest input and output channels for which this path is used: with fewer, the
 /// transforms (passes over 4x the input and the output) outweigh the saved products. Measured
@@ -74,10 +66,25 @@ pub(crate) fn fits(g: &Geometry) -> bool {
         && g.ow > 0
 }
 
-/// Where an image's tiles lie: `th x tw` tiles of 2x2 outputs, read from a zero-padded plane of
-/// `hp x wp` positions whose `(top, left)` is input position `(-pad_top, -pad_left)`.
+/// The output tile's side for this convolution: 4 (F(4x4, 3x3)) where the output plane is at
+/// least `MIN_SIDE4` on each side, 2 (F(2x2, 3x3)) on smaller planes, where 4x4 tiles would
+/// leave too few tiles per product (a 4x4 plane: one per image) or compute too many outputs
+/// past the plane's edge.
+pub(crate) fn tile_side(g: &Geometry) -> usize {
+    if g.oh.min(g.ow) >= MIN_SIDE4 { 4 } else { 2 }
+}
+
+/// The smallest output plane side that takes F(4x4, 3x3). 8x8 and larger planes ran 1.2-1.5x
+/// faster with it (BENCHMARKS.md, "F(4x4, 3x3) Winograd tiles"); 4x4 planes with 4x4 tiles
+/// are not measured yet.
+const MIN_SIDE4: usize = 8;
+
+/// Where an image's tiles lie: `th x tw` tiles of `m x m` outputs (`m` = 2 or 4), each read as
+/// a `(m + 2) x (m + 2)` block of a zero-padded plane of `hp x wp` positions whose `(top,
+/// left)` is input position `(-pad_top, -pad_left)`.
 #[derive(Debug, Clone, Copy)]
 struct Tiles {
+    m: usize,
     th: usize,
     tw: usize,
     hp: usize,
@@ -85,13 +92,15 @@ struct Tiles {
 }
 
 impl Tiles {
-    fn new(g: &Geometry) -> Self {
-        let (th, tw) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
+    fn new(g: &Geometry, m: usize) -> Self {
+        assert!(m == 2 || m == 4, "Winograd tiles of 2x2 or 4x4 outputs");
+        let (th, tw) = (g.oh.div_ceil(m), g.ow.div_ceil(m));
         Self {
+            m,
             th,
             tw,
-            hp: 2 * th + 2,
-            wp: 2 * tw + 2,
+            hp: m * th + 2,
+            wp: m * tw + 2,
         }
     }
 
@@ -100,16 +109,21 @@ impl Tiles {
         self.th * self.tw
     }
 
-    /// Positions of the (even-sized) output plane the tiles cover.
+    /// Positions of a transformed tile: `(m + 2)²`.
+    fn taps(&self) -> usize {
+        (self.m + 2) * (self.m + 2)
+    }
+
+    /// Positions of the output plane the tiles cover (a multiple of `m` on each side).
     fn outputs(&self) -> usize {
-        4 * self.count()
+        self.m * self.m * self.count()
     }
 }
 
 /// Images per chunk: as many as keep one chunk's transformed tiles (of the wider of the input
 /// and output channels) within `CHUNK_FLOATS`, at least one.
 fn chunk(g: &Geometry, tiles: &Tiles) -> usize {
-    (CHUNK_FLOATS / (TAPS * tiles.count() * g.c.max(g.o))).clamp(1, g.n)
+    (CHUNK_FLOATS / (tiles.taps() * tiles.count() * g.c.max(g.o))).clamp(1, g.n)
 }
 
 /// Eight channels at a time: the transforms below work on `[f32; W]` lanes, which the AVX2
@@ -176,79 +190,196 @@ fn neg<const L: usize>(mut a: [f32; L]) -> [f32; L] {
     a
 }
 
-/// `[f(0), .., f(N - 1)]` (a plain loop: `std::array::from_fn` was left as a call in the AVX2
-/// copies).
+/// `[f(0), .., f(N - 1)]` for `N > 0` (a plain loop: `std::array::from_fn` was left as a call
+/// in the AVX2 copies).
 #[inline(always)]
-fn gather<const L: usize, const N: usize>(f: impl Fn(usize) -> [f32; L]) -> [[f32; L]; N] {
-    let mut out = [[0.0f32; L]; N];
-    for (k, v) in out.iter_mut().enumerate() {
+fn gather<E: Copy, const N: usize>(f: impl Fn(usize) -> E) -> [E; N] {
+    let mut out = [f(0); N];
+    for (k, v) in out.iter_mut().enumerate().skip(1) {
         *v = f(k);
     }
     out
 }
 
-/// `Bᵀ d` along one axis of four values.
+/// Multiplies each lane by `k`.
 #[inline(always)]
-fn bt_axis<const L: usize>([d0, d1, d2, d3]: [[f32; L]; 4]) -> [[f32; L]; 4] {
-    [sub(d0, d2), add(d1, d2), sub(d2, d1), sub(d1, d3)]
+fn scale<const L: usize>(mut a: [f32; L], k: f32) -> [f32; L] {
+    for v in &mut a {
+        *v *= k;
+    }
+    a
 }
 
-/// `B v` along one axis (the adjoint of `bt_axis`).
-#[inline(always)]
-fn b_axis<const L: usize>([v0, v1, v2, v3]: [[f32; L]; 4]) -> [[f32; L]; 4] {
-    [v0, add(sub(v1, v2), v3), add(sub(v1, v0), v2), neg(v3)]
+/// The matrices of one Winograd algorithm F(m x m, 3x3), each applied along one axis of a tile
+/// of `[f32; L]` lanes (`T = m + 2`): `bt` is `Bᵀ` (input transform), `at` is `Aᵀ` (output
+/// transform), `g` is `G` (filter transform), and `b`, `a`, `gt` their adjoints, which the
+/// backward pass applies. Plain multiplications and additions, no fused multiply-add, so the
+/// AVX2 and baseline copies give the same bits.
+trait Transform<const M: usize, const T: usize> {
+    fn bt<const L: usize>(d: [[f32; L]; T]) -> [[f32; L]; T];
+    fn b<const L: usize>(v: [[f32; L]; T]) -> [[f32; L]; T];
+    fn at<const L: usize>(m: [[f32; L]; T]) -> [[f32; L]; M];
+    fn a<const L: usize>(y: [[f32; L]; M]) -> [[f32; L]; T];
+    fn g<const L: usize>(g: [[f32; L]; 3]) -> [[f32; L]; T];
+    fn gt<const L: usize>(d: [[f32; L]; T]) -> [[f32; L]; 3];
 }
 
-/// `Aᵀ m` along one axis: four values to two.
-#[inline(always)]
-fn at_axis<const L: usize>([m0, m1, m2, m3]: [[f32; L]; 4]) -> [[f32; L]; 2] {
-    [add(add(m0, m1), m2), sub(sub(m1, m2), m3)]
+/// F(2x2, 3x3) (Lavin & Gray, eq. 7-8):
+///
+/// ```text
+///       | 1  0 -1  0 |        | 1    0    0  |        | 1  1  1  0 |
+/// Bᵀ =  | 0  1  1  0 |   G =  | 1/2  1/2  1/2|   Aᵀ = | 0  1 -1 -1 |
+///       | 0 -1  1  0 |        | 1/2 -1/2  1/2|
+///       | 0  1  0 -1 |        | 0    0    1  |
+/// ```
+struct F2;
+
+impl Transform<2, 4> for F2 {
+    #[inline(always)]
+    fn bt<const L: usize>([d0, d1, d2, d3]: [[f32; L]; 4]) -> [[f32; L]; 4] {
+        [sub(d0, d2), add(d1, d2), sub(d2, d1), sub(d1, d3)]
+    }
+
+    #[inline(always)]
+    fn b<const L: usize>([v0, v1, v2, v3]: [[f32; L]; 4]) -> [[f32; L]; 4] {
+        [v0, add(sub(v1, v2), v3), add(sub(v1, v0), v2), neg(v3)]
+    }
+
+    #[inline(always)]
+    fn at<const L: usize>([m0, m1, m2, m3]: [[f32; L]; 4]) -> [[f32; L]; 2] {
+        [add(add(m0, m1), m2), sub(sub(m1, m2), m3)]
+    }
+
+    #[inline(always)]
+    fn a<const L: usize>([y0, y1]: [[f32; L]; 2]) -> [[f32; L]; 4] {
+        [y0, add(y0, y1), sub(y0, y1), neg(y1)]
+    }
+
+    #[inline(always)]
+    fn g<const L: usize>([g0, g1, g2]: [[f32; L]; 3]) -> [[f32; L]; 4] {
+        let outer = add(g0, g2);
+        [g0, half(add(outer, g1)), half(sub(outer, g1)), g2]
+    }
+
+    #[inline(always)]
+    fn gt<const L: usize>([d0, d1, d2, d3]: [[f32; L]; 4]) -> [[f32; L]; 3] {
+        let mid = half(add(d1, d2));
+        [add(d0, mid), half(sub(d1, d2)), add(mid, d3)]
+    }
 }
 
-/// `A y` along one axis (the adjoint of `at_axis`): two values to four.
-#[inline(always)]
-fn a_axis<const L: usize>([y0, y1]: [[f32; L]; 2]) -> [[f32; L]; 4] {
-    [y0, add(y0, y1), sub(y0, y1), neg(y1)]
+/// F(4x4, 3x3) with the interpolation points 0, ±1, ±2 (Lavin & Gray, section 4; the matrices
+/// of oneDNN's and NNPACK's F(4x4, 3x3)):
+///
+/// ```text
+///       | 4  0 -5  0  1  0 |        |  1/4    0     0   |
+///       | 0 -4 -4  1  1  0 |        | -1/6  -1/6  -1/6  |        | 1  1  1  1  1  0 |
+/// Bᵀ =  | 0  4 -4 -1  1  0 |   G =  | -1/6   1/6  -1/6  |   Aᵀ = | 0  1 -1  2 -2  0 |
+///       | 0 -2 -1  2  1  0 |        |  1/24  1/12  1/6  |        | 0  1  1  4  4  0 |
+///       | 0  2 -1 -2  1  0 |        |  1/24 -1/12  1/6  |        | 0  1 -1  8 -8  1 |
+///       | 0  4  0 -5  0  1 |        |  0     0     1    |
+/// ```
+struct F4;
+
+impl Transform<4, 6> for F4 {
+    #[inline(always)]
+    fn bt<const L: usize>([d0, d1, d2, d3, d4, d5]: [[f32; L]; 6]) -> [[f32; L]; 6] {
+        let (s12, d21, s34, d43) = (add(d1, d2), sub(d2, d1), add(d3, d4), sub(d4, d3));
+        let (d42, d31) = (sub(d4, d2), scale(sub(d3, d1), 2.0));
+        [
+            add(sub(scale(d0, 4.0), scale(d2, 5.0)), d4),
+            sub(s34, scale(s12, 4.0)),
+            sub(d43, scale(d21, 4.0)),
+            add(d42, d31),
+            sub(d42, d31),
+            add(sub(scale(d1, 4.0), scale(d3, 5.0)), d5),
+        ]
+    }
+
+    #[inline(always)]
+    fn b<const L: usize>([v0, v1, v2, v3, v4, v5]: [[f32; L]; 6]) -> [[f32; L]; 6] {
+        [
+            scale(v0, 4.0),
+            add(
+                add(scale(sub(v2, v1), 4.0), scale(sub(v4, v3), 2.0)),
+                scale(v5, 4.0),
+            ),
+            sub(sub(scale(v0, -5.0), scale(add(v1, v2), 4.0)), add(v3, v4)),
+            sub(add(sub(v1, v2), scale(sub(v3, v4), 2.0)), scale(v5, 5.0)),
+            add(add(add(v0, v1), add(v2, v3)), v4),
+            v5,
+        ]
+    }
+
+    #[inline(always)]
+    fn at<const L: usize>([m0, m1, m2, m3, m4, m5]: [[f32; L]; 6]) -> [[f32; L]; 4] {
+        let (s12, d12, s34, d34) = (add(m1, m2), sub(m1, m2), add(m3, m4), sub(m3, m4));
+        [
+            add(add(m0, s12), s34),
+            add(d12, scale(d34, 2.0)),
+            add(s12, scale(s34, 4.0)),
+            add(add(d12, scale(d34, 8.0)), m5),
+        ]
+    }
+
+    #[inline(always)]
+    fn a<const L: usize>([y0, y1, y2, y3]: [[f32; L]; 4]) -> [[f32; L]; 6] {
+        let (e, o) = (add(y0, y2), add(y1, y3));
+        let (e2, o2) = (add(y0, scale(y2, 4.0)), add(scale(y1, 2.0), scale(y3, 8.0)));
+        [y0, add(e, o), sub(e, o), add(e2, o2), sub(e2, o2), y3]
+    }
+
+    #[inline(always)]
+    fn g<const L: usize>([g0, g1, g2]: [[f32; L]; 3]) -> [[f32; L]; 6] {
+        let outer = add(g0, g2);
+        let (p, q) = (
+            add(scale(g0, 1.0 / 24.0), scale(g2, 1.0 / 6.0)),
+            scale(g1, 1.0 / 12.0),
+        );
+        [
+            scale(g0, 0.25),
+            scale(add(outer, g1), -1.0 / 6.0),
+            scale(sub(outer, g1), -1.0 / 6.0),
+            add(p, q),
+            sub(p, q),
+            g2,
+        ]
+    }
+
+    #[inline(always)]
+    fn gt<const L: usize>([d0, d1, d2, d3, d4, d5]: [[f32; L]; 6]) -> [[f32; L]; 3] {
+        let (s12, s34) = (scale(add(d1, d2), 1.0 / 6.0), add(d3, d4));
+        [
+            add(sub(scale(d0, 0.25), s12), scale(s34, 1.0 / 24.0)),
+            add(
+                scale(sub(d2, d1), 1.0 / 6.0),
+                scale(sub(d3, d4), 1.0 / 12.0),
+            ),
+            add(sub(scale(s34, 1.0 / 6.0), s12), d5),
+        ]
+    }
 }
 
-/// Applies `cols` down each column of a tile, then `rows` along each row of the result:
-/// `R x C` values in, `R2 x C2` out, row-major.
+/// Applies `cols` down each column of an `R x C` tile, then `rows` along each row of the
+/// result: `R2 x C2` values out.
 #[inline(always)]
 fn separable<const L: usize, const R: usize, const C: usize, const R2: usize, const C2: usize>(
-    tile: [[f32; L]; 16],
+    tile: [[[f32; L]; C]; R],
     cols: impl Fn([[f32; L]; R]) -> [[f32; L]; R2],
     rows: impl Fn([[f32; L]; C]) -> [[f32; L]; C2],
-) -> [[f32; L]; 16] {
-    // down each column: rows 0..R of column j -> rows 0..R2
-    let mut mid = [[0.0f32; L]; 16];
+) -> [[[f32; L]; C2]; R2] {
+    let mut mid = [[[0.0f32; L]; C]; R2];
     for j in 0..C {
-        let col = cols(gather(|i| tile[i * C + j]));
+        let col = cols(gather(|i| tile[i][j]));
         for (i, v) in col.into_iter().enumerate() {
-            mid[i * C + j] = v;
+            mid[i][j] = v;
         }
     }
-    let mut out = [[0.0f32; L]; 16];
-    for i in 0..R2 {
-        let row = rows(gather(|j| mid[i * C + j]));
-        for (j, v) in row.into_iter().enumerate() {
-            out[i * C2 + j] = v;
-        }
+    let mut out = [[[0.0f32; L]; C2]; R2];
+    for (o, m) in out.iter_mut().zip(mid) {
+        *o = rows(m);
     }
     out
-}
-
-/// `G g` along one axis of a filter (Lavin & Gray's `G`, eq. 8): three taps to four.
-#[inline(always)]
-fn g_axis<const L: usize>([g0, g1, g2]: [[f32; L]; 3]) -> [[f32; L]; 4] {
-    let outer = add(g0, g2);
-    [g0, half(add(outer, g1)), half(sub(outer, g1)), g2]
-}
-
-/// `Gᵀ d` along one axis (the adjoint of `g_axis`): four values to three.
-#[inline(always)]
-fn gt_axis<const L: usize>([d0, d1, d2, d3]: [[f32; L]; 4]) -> [[f32; L]; 3] {
-    let mid = half(add(d1, d2));
-    [add(d0, mid), half(sub(d1, d2)), add(mid, d3)]
 }
 
 /// Calls `lanes::<8>` for each full group of eight channels, then `lanes::<1>` for the rest.
@@ -276,18 +407,25 @@ macro_rules! by_lanes {
 /// The transformed input tiles of one image: `p` is its zero-padded channels-last plane
 /// (`hp x wp` positions of `c` channels), `v` receives `[tile][ξν][c]`.
 #[inline(always)]
-fn input_tiles_loop(p: &[f32], t: Tiles, c: usize, v: &mut [MaybeUninit<f32>]) {
+fn input_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
+    p: &[f32],
+    t: Tiles,
+    c: usize,
+    v: &mut [MaybeUninit<f32>],
+) {
     let row = t.wp * c;
     for ta in 0..t.th {
         for tb in 0..t.tw {
-            let base = (2 * ta * t.wp + 2 * tb) * c;
-            let out = &mut v[(ta * t.tw + tb) * TAPS * c..][..TAPS * c];
+            let base = (M * ta * t.wp + M * tb) * c;
+            let out = &mut v[(ta * t.tw + tb) * T * T * c..][..T * T * c];
             by_lanes!(c, |ch, L| {
-                let d: [[f32; L]; 16] =
-                    gather(|k| load::<L>(&p[base + (k / 4) * row + (k % 4) * c + ch..]));
-                let vt = separable::<L, 4, 4, 4, 4>(d, bt_axis, bt_axis);
-                for (k, lanes) in vt.into_iter().enumerate() {
-                    store_uninit(&mut out[k * c + ch..], lanes);
+                let d: [[[f32; L]; T]; T] =
+                    gather(|i| gather(|j| load::<L>(&p[base + i * row + j * c + ch..])));
+                let vt = separable(d, X::bt, X::bt);
+                for (i, vt) in vt.into_iter().enumerate() {
+                    for (j, lanes) in vt.into_iter().enumerate() {
+                        store_uninit(&mut out[(i * T + j) * c + ch..], lanes);
+                    }
                 }
             });
         }
@@ -295,9 +433,9 @@ fn input_tiles_loop(p: &[f32], t: Tiles, c: usize, v: &mut [MaybeUninit<f32>]) {
 }
 
 /// The output tiles of one image: `m` is `[ξν][tile][o]` with `tiles_per_tap` rows per `ξν`
-/// and this image's tiles from row `first`; `y` receives `[2·th][2·tw][o]`.
+/// and this image's tiles from row `first`; `y` receives `[m·th][m·tw][o]`.
 #[inline(always)]
-fn output_tiles_loop(
+fn output_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
     m: &[f32],
     tiles_per_tap: usize,
     first: usize,
@@ -305,18 +443,19 @@ fn output_tiles_loop(
     o: usize,
     y: &mut [f32],
 ) {
-    let row = 2 * t.tw * o;
+    let row = M * t.tw * o;
     for ta in 0..t.th {
         for tb in 0..t.tw {
             let tile = first + ta * t.tw + tb;
-            let base = (2 * ta * 2 * t.tw + 2 * tb) * o;
+            let base = (M * ta * M * t.tw + M * tb) * o;
             by_lanes!(o, |ch, L| {
-                let mt: [[f32; L]; 16] =
-                    gather(|k| load::<L>(&m[(k * tiles_per_tap + tile) * o + ch..]));
-                let yt = separable::<L, 4, 4, 2, 2>(mt, at_axis, at_axis);
-                for r in 0..2 {
-                    for q in 0..2 {
-                        store(&mut y[base + r * row + q * o + ch..], yt[r * 2 + q]);
+                let mt: [[[f32; L]; T]; T] = gather(|i| {
+                    gather(|j| load::<L>(&m[((i * T + j) * tiles_per_tap + tile) * o + ch..]))
+                });
+                let yt = separable(mt, X::at, X::at);
+                for (r, yt) in yt.into_iter().enumerate() {
+                    for (q, lanes) in yt.into_iter().enumerate() {
+                        store(&mut y[base + r * row + q * o + ch..], lanes);
                     }
                 }
             });
@@ -324,25 +463,28 @@ fn output_tiles_loop(
     }
 }
 
-/// `dM = A dY Aᵀ` of one image: `dy` is `[2·th][2·tw][o]` (zero past the outputs), `dm`
+/// `dM = A dY Aᵀ` of one image: `dy` is `[m·th][m·tw][o]` (zero past the outputs), `dm`
 /// receives `[tile][ξν][o]`.
 #[inline(always)]
-fn output_grad_tiles_loop(dy: &[f32], t: Tiles, o: usize, dm: &mut [MaybeUninit<f32>]) {
-    let row = 2 * t.tw * o;
+fn output_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
+    dy: &[f32],
+    t: Tiles,
+    o: usize,
+    dm: &mut [MaybeUninit<f32>],
+) {
+    let row = M * t.tw * o;
     for ta in 0..t.th {
         for tb in 0..t.tw {
-            let base = (2 * ta * 2 * t.tw + 2 * tb) * o;
-            let out = &mut dm[(ta * t.tw + tb) * TAPS * o..][..TAPS * o];
+            let base = (M * ta * M * t.tw + M * tb) * o;
+            let out = &mut dm[(ta * t.tw + tb) * T * T * o..][..T * T * o];
             by_lanes!(o, |ch, L| {
-                let mut y = [[0.0f32; L]; 16];
-                for r in 0..2 {
-                    for q in 0..2 {
-                        y[r * 2 + q] = load::<L>(&dy[base + r * row + q * o + ch..]);
+                let y: [[[f32; L]; M]; M] =
+                    gather(|r| gather(|q| load::<L>(&dy[base + r * row + q * o + ch..])));
+                let mt = separable(y, X::a, X::a);
+                for (i, mt) in mt.into_iter().enumerate() {
+                    for (j, lanes) in mt.into_iter().enumerate() {
+                        store_uninit(&mut out[(i * T + j) * o + ch..], lanes);
                     }
-                }
-                let mt = separable::<L, 2, 2, 4, 4>(y, a_axis, a_axis);
-                for (k, lanes) in mt.into_iter().enumerate() {
-                    store_uninit(&mut out[k * o + ch..], lanes);
                 }
             });
         }
@@ -353,7 +495,7 @@ fn output_grad_tiles_loop(dy: &[f32], t: Tiles, o: usize, dm: &mut [MaybeUninit<
 /// (`hp x wp` positions of `c` channels); `dv` is `[ξν][tile][c]` with `tiles_per_tap` rows
 /// per `ξν` and this image's tiles from row `first`.
 #[inline(always)]
-fn input_grad_tiles_loop(
+fn input_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
     dv: &[f32],
     tiles_per_tap: usize,
     first: usize,
@@ -365,15 +507,18 @@ fn input_grad_tiles_loop(
     for ta in 0..t.th {
         for tb in 0..t.tw {
             let tile = first + ta * t.tw + tb;
-            let base = (2 * ta * t.wp + 2 * tb) * c;
+            let base = (M * ta * t.wp + M * tb) * c;
             by_lanes!(c, |ch, L| {
-                let vt: [[f32; L]; 16] =
-                    gather(|k| load::<L>(&dv[(k * tiles_per_tap + tile) * c + ch..]));
-                let dd = separable::<L, 4, 4, 4, 4>(vt, b_axis, b_axis);
-                for (k, lanes) in dd.into_iter().enumerate() {
-                    let pos = base + (k / 4) * row + (k % 4) * c + ch;
-                    let sum = add(load::<L>(&p[pos..]), lanes);
-                    store(&mut p[pos..], sum);
+                let vt: [[[f32; L]; T]; T] = gather(|i| {
+                    gather(|j| load::<L>(&dv[((i * T + j) * tiles_per_tap + tile) * c + ch..]))
+                });
+                let dd = separable(vt, X::b, X::b);
+                for (i, dd) in dd.into_iter().enumerate() {
+                    for (j, lanes) in dd.into_iter().enumerate() {
+                        let pos = base + i * row + j * c + ch;
+                        let sum = add(load::<L>(&p[pos..]), lanes);
+                        store(&mut p[pos..], sum);
+                    }
                 }
             });
         }
@@ -384,16 +529,21 @@ fn input_grad_tiles_loop(
 /// block's filters, output channels last), `u` receives `[block][ξν][o]`. Eight output
 /// channels at a time, on contiguous lanes.
 #[inline(always)]
-fn filter_tiles_loop(taps: &[f32], o: usize, u: &mut [f32]) {
-    for (taps, u) in taps.chunks_exact(9 * o).zip(u.chunks_exact_mut(TAPS * o)) {
+fn filter_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
+    _: Tiles,
+    taps: &[f32],
+    o: usize,
+    u: &mut [f32],
+) {
+    for (taps, u) in taps.chunks_exact(9 * o).zip(u.chunks_exact_mut(T * T * o)) {
         by_lanes!(o, |oi, L| {
-            let mut f = [[0.0f32; L]; 16];
-            for (k, lanes) in f.iter_mut().take(9).enumerate() {
-                *lanes = load::<L>(&taps[k * o + oi..]);
-            }
-            let ut = separable::<L, 3, 3, 4, 4>(f, g_axis, g_axis);
-            for (k, lanes) in ut.into_iter().enumerate() {
-                store(&mut u[k * o + oi..], lanes);
+            let f: [[[f32; L]; 3]; 3] =
+                gather(|i| gather(|j| load::<L>(&taps[(i * 3 + j) * o + oi..])));
+            let ut = separable(f, X::g, X::g);
+            for (i, ut) in ut.into_iter().enumerate() {
+                for (j, lanes) in ut.into_iter().enumerate() {
+                    store(&mut u[(i * T + j) * o + oi..], lanes);
+                }
             }
         });
     }
@@ -402,58 +552,56 @@ fn filter_tiles_loop(taps: &[f32], o: usize, u: &mut [f32]) {
 /// The filter gradients of output channel `oi`: `du` is `[ξν][o][c]`, `dw` receives
 /// `[c][3][3]`. Eight input channels at a time, read as rows of `du`.
 #[inline(always)]
-fn filter_grad_tiles_loop(du: &[f32], c: usize, o: usize, oi: usize, dw: &mut [f32]) {
+fn filter_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
+    _: Tiles,
+    du: &[f32],
+    c: usize,
+    o: usize,
+    oi: usize,
+    dw: &mut [f32],
+) {
     by_lanes!(c, |ci, L| {
-        let d: [[f32; L]; 16] = gather(|k| load::<L>(&du[(k * o + oi) * c + ci..]));
-        let gt = separable::<L, 4, 4, 3, 3>(d, gt_axis, gt_axis);
-        for j in 0..L {
-            let taps = &mut dw[(ci + j) * 9..][..9];
+        let d: [[[f32; L]; T]; T] =
+            gather(|i| gather(|j| load::<L>(&du[((i * T + j) * o + oi) * c + ci..])));
+        let gt = separable(d, X::gt, X::gt);
+        for l in 0..L {
+            let taps = &mut dw[(ci + l) * 9..][..9];
             for (k, tap) in taps.iter_mut().enumerate() {
-                *tap = gt[k][j];
+                *tap = gt[k / 3][k % 3][l];
             }
         }
     });
 }
 
-dispatch! {
-    fn filter_tiles(taps: &[f32], o: usize, u: &mut [f32]) = filter_tiles_loop;
+/// One dispatched copy (AVX2, or the baseline) of each loop per algorithm, and a function that
+/// picks the algorithm from the tiles' side.
+macro_rules! per_side {
+    ($name:ident, $two:ident, $four:ident, $body:ident, $t:ident,
+        ($($arg:ident: $ty:ty),* $(,)?)) => {
+        dispatch! {
+            fn $two($($arg: $ty),*) = $body::<F2, 2, 4>;
+        }
+        dispatch! {
+            fn $four($($arg: $ty),*) = $body::<F4, 4, 6>;
+        }
+        fn $name($($arg: $ty),*) {
+            if $t.m == 4 { $four($($arg),*) } else { $two($($arg),*) }
+        }
+    };
 }
 
-dispatch! {
-    fn filter_grad_tiles(du: &[f32], c: usize, o: usize, oi: usize, dw: &mut [f32])
-        = filter_grad_tiles_loop;
-}
-
-dispatch! {
-    fn input_tiles(p: &[f32], t: Tiles, c: usize, v: &mut [MaybeUninit<f32>]) = input_tiles_loop;
-}
-
-dispatch! {
-    fn output_tiles(
-        m: &[f32],
-        tiles_per_tap: usize,
-        first: usize,
-        t: Tiles,
-        o: usize,
-        y: &mut [f32],
-    ) = output_tiles_loop;
-}
-
-dispatch! {
-    fn output_grad_tiles(dy: &[f32], t: Tiles, o: usize, dm: &mut [MaybeUninit<f32>])
-        = output_grad_tiles_loop;
-}
-
-dispatch! {
-    fn input_grad_tiles(
-        dv: &[f32],
-        tiles_per_tap: usize,
-        first: usize,
-        t: Tiles,
-        c: usize,
-        p: &mut [f32],
-    ) = input_grad_tiles_loop;
-}
+per_side!(input_tiles, input_tiles2, input_tiles4, input_tiles_loop, t,
+    (p: &[f32], t: Tiles, c: usize, v: &mut [MaybeUninit<f32>]));
+per_side!(output_tiles, output_tiles2, output_tiles4, output_tiles_loop, t,
+    (m: &[f32], tiles_per_tap: usize, first: usize, t: Tiles, o: usize, y: &mut [f32]));
+per_side!(output_grad_tiles, output_grad_tiles2, output_grad_tiles4, output_grad_tiles_loop, t,
+    (dy: &[f32], t: Tiles, o: usize, dm: &mut [MaybeUninit<f32>]));
+per_side!(input_grad_tiles, input_grad_tiles2, input_grad_tiles4, input_grad_tiles_loop, t,
+    (dv: &[f32], tiles_per_tap: usize, first: usize, t: Tiles, c: usize, p: &mut [f32]));
+per_side!(filter_tiles, filter_tiles2, filter_tiles4, filter_tiles_loop, t,
+    (t: Tiles, taps: &[f32], o: usize, u: &mut [f32]));
+per_side!(filter_grad_tiles, filter_grad_tiles2, filter_grad_tiles4, filter_grad_tiles_loop, t,
+    (t: Tiles, du: &[f32], c: usize, o: usize, oi: usize, dw: &mut [f32]));
 
 /// Input channels per task of `filter_transform`. Each task first transposes its block of
 /// filters to output channels last, so that the transform reads contiguous lanes: gathering
@@ -462,35 +610,41 @@ const FILTER_BLOCK: usize = 8;
 
 /// `U_ξν[c, o] = (G g Gᵀ)[ξ, ν]` for filter `g = w[o, c]`, laid `[c][ξν][o]` so that each
 /// block of input channels' rows is written by one task (the products read `U_ξν` with row
-/// stride `16·o`).
-fn filter_transform(g: &Geometry, w: &[f32]) -> Vec<f32> {
-    let (c, o) = (g.c, g.o);
-    let mut u = vec![0.0f32; c * TAPS * o];
-    u.par_chunks_mut(FILTER_BLOCK * TAPS * o)
+/// stride `T²·o`).
+fn filter_transform(g: &Geometry, t: Tiles, w: &[f32]) -> Vec<f32> {
+    let (c, o, taps) = (g.c, g.o, t.taps());
+    let mut u = vec![0.0f32; c * taps * o];
+    u.par_chunks_mut(FILTER_BLOCK * taps * o)
         .enumerate()
         .for_each_init(
             || vec![0.0f32; FILTER_BLOCK * 9 * o],
-            |taps, (b, u)| {
-                let block = u.len() / (TAPS * o);
-                let taps = &mut taps[..block * 9 * o];
-                // w[o][block][3][3] -> taps[block][3][3][o]
-                transpose(&w[b * FILTER_BLOCK * 9..], c * 9, taps, o, [o, block * 9]);
-                filter_tiles(taps, o, u);
+            |filters, (b, u)| {
+                let block = u.len() / (taps * o);
+                let filters = &mut filters[..block * 9 * o];
+                // w[o][block][3][3] -> filters[block][3][3][o]
+                transpose(
+                    &w[b * FILTER_BLOCK * 9..],
+                    c * 9,
+                    filters,
+                    o,
+                    [o, block * 9],
+                );
+                filter_tiles(t, filters, o, u);
             },
         );
     u
 }
 
 /// `dw[o, c] = Gᵀ dU[o, c] G`, the adjoint of `filter_transform` (`du` laid `[ξν][o][c]`, as
-/// the weight-gradient products write it, so that each filter's task reads its 16 rows of `c`
+/// the weight-gradient products write it, so that each filter's task reads its `T²` rows of `c`
 /// values in order: read across `o` instead, 512-channel layers spent longer here than in
 /// their products).
-fn filter_gradient(g: &Geometry, du: &[f32]) -> Vec<f32> {
+fn filter_gradient(g: &Geometry, t: Tiles, du: &[f32]) -> Vec<f32> {
     let (c, o) = (g.c, g.o);
     let mut dw = vec![0.0f32; o * c * 9];
     dw.par_chunks_mut(c * 9)
         .enumerate()
-        .for_each(|(oi, dw)| filter_grad_tiles(du, c, o, oi, dw));
+        .for_each(|(oi, dw)| filter_grad_tiles(t, du, c, o, oi, dw));
     dw
 }
 
@@ -543,28 +697,28 @@ fn unpad_image(g: &Geometry, t: Tiles, p: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// `[o, oh, ow]` planes channels-last onto `[2·th][2·tw][o]` (zero past the outputs, which
-/// only odd output sizes leave).
+/// `[o, oh, ow]` planes channels-last onto `[m·th][m·tw][o]` (zero past the outputs, which
+/// only output sizes that are not multiples of `m` leave).
 fn outputs_channels_last(g: &Geometry, t: Tiles, planes: &[f32], cl: &mut [f32]) {
-    if g.oh % 2 == 1 || g.ow % 2 == 1 {
+    if !g.oh.is_multiple_of(t.m) || !g.ow.is_multiple_of(t.m) {
         cl.fill(0.0);
     }
     for r in 0..g.oh {
         transpose(
             &planes[r * g.ow..],
             g.oh * g.ow,
-            &mut cl[r * 2 * t.tw * g.o..],
+            &mut cl[r * t.m * t.tw * g.o..],
             g.o,
             [g.o, g.ow],
         );
     }
 }
 
-/// The inverse of `outputs_channels_last`: the real outputs of `[2·th][2·tw][o]` as planes.
+/// The inverse of `outputs_channels_last`: the real outputs of `[m·th][m·tw][o]` as planes.
 fn outputs_planar(g: &Geometry, t: Tiles, cl: &[f32], planes: &mut [f32]) {
     for r in 0..g.oh {
         transpose(
-            &cl[r * 2 * t.tw * g.o..],
+            &cl[r * t.m * t.tw * g.o..],
             g.o,
             &mut planes[r * g.ow..],
             g.oh * g.ow,
@@ -578,7 +732,7 @@ fn outputs_planar(g: &Geometry, t: Tiles, cl: &[f32], planes: &mut [f32]) {
 /// Every value of `v` is written.
 fn input_transform(g: &Geometry, t: Tiles, x: &[f32], first: usize, v: &mut [MaybeUninit<f32>]) {
     let x_len = g.c * g.h * g.w;
-    v.par_chunks_mut(t.count() * TAPS * g.c)
+    v.par_chunks_mut(t.count() * t.taps() * g.c)
         .enumerate()
         .for_each_init(
             || vec![0.0f32; t.hp * t.wp * g.c],
@@ -589,22 +743,23 @@ fn input_transform(g: &Geometry, t: Tiles, x: &[f32], first: usize, v: &mut [May
         );
 }
 
-/// The 16 products of a chunk, one task each: `dst_ξν[m, n] (+)= lhs_ξν · rhs_ξν`, each
+/// The `taps` products of a chunk, one task each: `dst_ξν[m, n] (+)= lhs_ξν · rhs_ξν`, each
 /// destination `[m, n]` row-major and contiguous, one after the other; `lhs(ξν)` and `rhs(ξν)`
-/// give each operand and its row and column strides. Without `accumulate`, `dst[..16·m·n]` is
-/// overwritten, initialised or not; the returned slice is those values.
+/// give each operand and its row and column strides. Without `accumulate`,
+/// `dst[..taps·m·n]` is overwritten, initialised or not; the returned slice is those values.
 ///
 /// # Safety
-/// With `accumulate`, `dst[..16·m·n]` is initialised (an earlier call wrote it).
+/// With `accumulate`, `dst[..taps·m·n]` is initialised (an earlier call wrote it).
 #[allow(clippy::type_complexity)]
 unsafe fn products<'a, 'd>(
+    taps: usize,
     [m, n, k]: [usize; 3],
     dst: &'d mut [MaybeUninit<f32>],
     accumulate: bool,
     lhs: impl Fn(usize) -> (&'a [f32], [usize; 2]) + Sync,
     rhs: impl Fn(usize) -> (&'a [f32], [usize; 2]) + Sync,
 ) -> &'d [f32] {
-    let dst = &mut dst[..TAPS * m * n];
+    let dst = &mut dst[..taps * m * n];
     dst.par_chunks_mut(m * n)
         .enumerate()
         .for_each(|(tap, dst)| {
@@ -625,21 +780,29 @@ unsafe fn products<'a, 'd>(
 
 /// Forward convolution without bias: `y[N, O, H_out, W_out]`.
 pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    forward_chunked(g, x, w, chunk(g, &Tiles::new(g)))
+    let side = tile_side(g);
+    forward_chunked(g, x, w, side, chunk(g, &Tiles::new(g, side)))
 }
 
-pub(crate) fn forward_chunked(g: &Geometry, x: &[f32], w: &[f32], step: usize) -> Vec<f32> {
-    let t = Tiles::new(g);
-    let (c, o, per) = (g.c, g.o, t.count());
+/// `forward` with `side x side` output tiles, `step` images per chunk.
+pub(crate) fn forward_chunked(
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    side: usize,
+    step: usize,
+) -> Vec<f32> {
+    let t = Tiles::new(g, side);
+    let (c, o, per, taps) = (g.c, g.o, t.count(), t.taps());
     let y_len = o * g.oh * g.ow;
-    let u = filter_transform(g, w);
+    let u = filter_transform(g, t, w);
     let mut y = vec![0.0f32; g.n * y_len];
-    let mut v = uninit(step * per * TAPS * c);
-    let mut m = uninit(TAPS * step * per * o);
+    let mut v = uninit(step * per * taps * c);
+    let mut m = uninit(taps * step * per * o);
     for first in (0..g.n).step_by(step) {
         let b = step.min(g.n - first);
         let rows = b * per;
-        let v = &mut v[..rows * TAPS * c];
+        let v = &mut v[..rows * taps * c];
         input_transform(g, t, x, first, v);
         // SAFETY: `input_transform` wrote every value.
         let (v, u) = (unsafe { v.assume_init_ref() }, &u);
@@ -647,11 +810,12 @@ pub(crate) fn forward_chunked(g: &Geometry, x: &[f32], w: &[f32], step: usize) -
         // SAFETY: not accumulating.
         let m = unsafe {
             products(
+                taps,
                 [rows, o, c],
                 &mut m,
                 false,
-                |tap| (&v[tap * c..], [TAPS * c, 1]),
-                |tap| (&u[tap * o..], [TAPS * o, 1]),
+                |tap| (&v[tap * c..], [taps * c, 1]),
+                |tap| (&u[tap * o..], [taps * o, 1]),
             )
         };
         y[first * y_len..(first + b) * y_len]
@@ -676,7 +840,8 @@ pub(crate) fn backward(
     dy: &[f32],
     want: [bool; 2],
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    backward_chunked(g, x, w, dy, want, chunk(g, &Tiles::new(g)))
+    let side = tile_side(g);
+    backward_chunked(g, x, w, dy, want, side, chunk(g, &Tiles::new(g, side)))
 }
 
 pub(crate) fn backward_chunked(
@@ -685,24 +850,25 @@ pub(crate) fn backward_chunked(
     w: &[f32],
     dy: &[f32],
     [want_dx, want_dw]: [bool; 2],
+    side: usize,
     step: usize,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
-    let t = Tiles::new(g);
-    let (c, o, per) = (g.c, g.o, t.count());
+    let t = Tiles::new(g, side);
+    let (c, o, per, taps) = (g.c, g.o, t.count(), t.taps());
     let (x_len, y_len) = (c * g.h * g.w, o * g.oh * g.ow);
-    let u = want_dx.then(|| filter_transform(g, w));
+    let u = want_dx.then(|| filter_transform(g, t, w));
     let mut dx = want_dx.then(|| vec![0.0f32; g.n * x_len]);
     // dU_ξν[o, c], summed over the chunks (the first writes it: `g.n > 0`)
-    let mut du = want_dw.then(|| uninit(TAPS * o * c));
-    let mut dm = uninit(step * per * TAPS * o);
-    let mut v = want_dw.then(|| uninit(step * per * TAPS * c));
-    let mut dv = want_dx.then(|| uninit(TAPS * step * per * c));
+    let mut du = want_dw.then(|| uninit(taps * o * c));
+    let mut dm = uninit(step * per * taps * o);
+    let mut v = want_dw.then(|| uninit(step * per * taps * c));
+    let mut dv = want_dx.then(|| uninit(taps * step * per * c));
     for (index, first) in (0..g.n).step_by(step).enumerate() {
         let b = step.min(g.n - first);
         let rows = b * per;
-        let dm = &mut dm[..rows * TAPS * o];
+        let dm = &mut dm[..rows * taps * o];
         // dM: [tile][ξν][o], one image per task
-        dm.par_chunks_mut(per * TAPS * o).enumerate().for_each_init(
+        dm.par_chunks_mut(per * taps * o).enumerate().for_each_init(
             || vec![0.0f32; t.outputs() * o],
             |cl, (i, dm)| {
                 outputs_channels_last(g, t, &dy[(first + i) * y_len..][..y_len], cl);
@@ -712,7 +878,7 @@ pub(crate) fn backward_chunked(
         // SAFETY: `output_grad_tiles` wrote every value (one image's tiles per task).
         let dm = unsafe { dm.assume_init_ref() };
         if let (Some(du), Some(v)) = (du.as_mut(), v.as_mut()) {
-            let v = &mut v[..rows * TAPS * c];
+            let v = &mut v[..rows * taps * c];
             input_transform(g, t, x, first, v);
             // SAFETY: `input_transform` wrote every value.
             let v = unsafe { v.assume_init_ref() };
@@ -720,11 +886,12 @@ pub(crate) fn backward_chunked(
             // SAFETY: the first chunk (index 0) writes all of `du`, the later ones add to it.
             unsafe {
                 products(
+                    taps,
                     [o, c, rows],
                     du,
                     index > 0,
-                    |tap| (&dm[tap * o..], [1, TAPS * o]),
-                    |tap| (&v[tap * c..], [TAPS * c, 1]),
+                    |tap| (&dm[tap * o..], [1, taps * o]),
+                    |tap| (&v[tap * c..], [taps * c, 1]),
                 )
             };
         }
@@ -733,11 +900,12 @@ pub(crate) fn backward_chunked(
             // SAFETY: not accumulating.
             let dv = unsafe {
                 products(
+                    taps,
                     [rows, c, o],
                     dv,
                     false,
-                    |tap| (&dm[tap * o..], [TAPS * o, 1]),
-                    |tap| (&u[tap * o..], [1, TAPS * o]),
+                    |tap| (&dm[tap * o..], [taps * o, 1]),
+                    |tap| (&u[tap * o..], [1, taps * o]),
                 )
             };
             dx[first * x_len..(first + b) * x_len]
@@ -754,6 +922,6 @@ pub(crate) fn backward_chunked(
         }
     }
     // SAFETY: the first chunk wrote all of `du` (`fits` requires `g.n > 0`).
-    let dw = du.map(|du| filter_gradient(g, unsafe { du.assume_init_ref() }));
+    let dw = du.map(|du| filter_gradient(g, t, unsafe { du.assume_init_ref() }));
     (dx, dw)
 }
