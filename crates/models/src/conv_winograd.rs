@@ -404,6 +404,28 @@ macro_rules! by_lanes {
     }};
 }
 
+/// An `R x C` block of `[f32; L]` lanes, lanes `(i, j)` read from `src[at(i, j)..]`.
+#[inline(always)]
+fn load_block<const L: usize, const R: usize, const C: usize>(
+    src: &[f32],
+    at: impl Fn(usize, usize) -> usize,
+) -> [[[f32; L]; C]; R] {
+    gather(|i| gather(|j| load::<L>(&src[at(i, j)..])))
+}
+
+/// Hands the lanes `(i, j)` of an `R x C` block to `put`, row by row.
+#[inline(always)]
+fn for_each_lanes<const L: usize, const R: usize, const C: usize>(
+    block: [[[f32; L]; C]; R],
+    mut put: impl FnMut(usize, usize, [f32; L]),
+) {
+    for (i, row) in block.into_iter().enumerate() {
+        for (j, lanes) in row.into_iter().enumerate() {
+            put(i, j, lanes);
+        }
+    }
+}
+
 /// The transformed input tiles of one image: `p` is its zero-padded channels-last plane
 /// (`hp x wp` positions of `c` channels), `v` receives `[tile][ξν][c]`.
 #[inline(always)]
@@ -419,14 +441,10 @@ fn input_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
             let base = (M * ta * t.wp + M * tb) * c;
             let out = &mut v[(ta * t.tw + tb) * T * T * c..][..T * T * c];
             by_lanes!(c, |ch, L| {
-                let d: [[[f32; L]; T]; T] =
-                    gather(|i| gather(|j| load::<L>(&p[base + i * row + j * c + ch..])));
-                let vt = separable(d, X::bt, X::bt);
-                for (i, vt) in vt.into_iter().enumerate() {
-                    for (j, lanes) in vt.into_iter().enumerate() {
-                        store_uninit(&mut out[(i * T + j) * c + ch..], lanes);
-                    }
-                }
+                let d = load_block::<L, T, T>(p, |i, j| base + i * row + j * c + ch);
+                for_each_lanes(separable(d, X::bt, X::bt), |i, j, lanes| {
+                    store_uninit(&mut out[(i * T + j) * c + ch..], lanes)
+                });
             });
         }
     }
@@ -449,15 +467,11 @@ fn output_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
             let tile = first + ta * t.tw + tb;
             let base = (M * ta * M * t.tw + M * tb) * o;
             by_lanes!(o, |ch, L| {
-                let mt: [[[f32; L]; T]; T] = gather(|i| {
-                    gather(|j| load::<L>(&m[((i * T + j) * tiles_per_tap + tile) * o + ch..]))
+                let mt =
+                    load_block::<L, T, T>(m, |i, j| ((i * T + j) * tiles_per_tap + tile) * o + ch);
+                for_each_lanes(separable(mt, X::at, X::at), |r, q, lanes| {
+                    store(&mut y[base + r * row + q * o + ch..], lanes)
                 });
-                let yt = separable(mt, X::at, X::at);
-                for (r, yt) in yt.into_iter().enumerate() {
-                    for (q, lanes) in yt.into_iter().enumerate() {
-                        store(&mut y[base + r * row + q * o + ch..], lanes);
-                    }
-                }
             });
         }
     }
@@ -478,14 +492,10 @@ fn output_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
             let base = (M * ta * M * t.tw + M * tb) * o;
             let out = &mut dm[(ta * t.tw + tb) * T * T * o..][..T * T * o];
             by_lanes!(o, |ch, L| {
-                let y: [[[f32; L]; M]; M] =
-                    gather(|r| gather(|q| load::<L>(&dy[base + r * row + q * o + ch..])));
-                let mt = separable(y, X::a, X::a);
-                for (i, mt) in mt.into_iter().enumerate() {
-                    for (j, lanes) in mt.into_iter().enumerate() {
-                        store_uninit(&mut out[(i * T + j) * o + ch..], lanes);
-                    }
-                }
+                let y = load_block::<L, M, M>(dy, |r, q| base + r * row + q * o + ch);
+                for_each_lanes(separable(y, X::a, X::a), |i, j, lanes| {
+                    store_uninit(&mut out[(i * T + j) * o + ch..], lanes)
+                });
             });
         }
     }
@@ -509,17 +519,13 @@ fn input_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
             let tile = first + ta * t.tw + tb;
             let base = (M * ta * t.wp + M * tb) * c;
             by_lanes!(c, |ch, L| {
-                let vt: [[[f32; L]; T]; T] = gather(|i| {
-                    gather(|j| load::<L>(&dv[((i * T + j) * tiles_per_tap + tile) * c + ch..]))
+                let vt =
+                    load_block::<L, T, T>(dv, |i, j| ((i * T + j) * tiles_per_tap + tile) * c + ch);
+                for_each_lanes(separable(vt, X::b, X::b), |i, j, lanes| {
+                    let pos = base + i * row + j * c + ch;
+                    let sum = add(load::<L>(&p[pos..]), lanes);
+                    store(&mut p[pos..], sum);
                 });
-                let dd = separable(vt, X::b, X::b);
-                for (i, dd) in dd.into_iter().enumerate() {
-                    for (j, lanes) in dd.into_iter().enumerate() {
-                        let pos = base + i * row + j * c + ch;
-                        let sum = add(load::<L>(&p[pos..]), lanes);
-                        store(&mut p[pos..], sum);
-                    }
-                }
             });
         }
     }
@@ -530,21 +536,16 @@ fn input_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
 /// channels at a time, on contiguous lanes.
 #[inline(always)]
 fn filter_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
-    _: Tiles,
     taps: &[f32],
     o: usize,
     u: &mut [f32],
 ) {
     for (taps, u) in taps.chunks_exact(9 * o).zip(u.chunks_exact_mut(T * T * o)) {
         by_lanes!(o, |oi, L| {
-            let f: [[[f32; L]; 3]; 3] =
-                gather(|i| gather(|j| load::<L>(&taps[(i * 3 + j) * o + oi..])));
-            let ut = separable(f, X::g, X::g);
-            for (i, ut) in ut.into_iter().enumerate() {
-                for (j, lanes) in ut.into_iter().enumerate() {
-                    store(&mut u[(i * T + j) * o + oi..], lanes);
-                }
-            }
+            let f = load_block::<L, 3, 3>(taps, |i, j| (i * 3 + j) * o + oi);
+            for_each_lanes(separable(f, X::g, X::g), |i, j, lanes| {
+                store(&mut u[(i * T + j) * o + oi..], lanes)
+            });
         });
     }
 }
@@ -553,7 +554,6 @@ fn filter_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
 /// `[c][3][3]`. Eight input channels at a time, read as rows of `du`.
 #[inline(always)]
 fn filter_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
-    _: Tiles,
     du: &[f32],
     c: usize,
     o: usize,
@@ -561,47 +561,54 @@ fn filter_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
     dw: &mut [f32],
 ) {
     by_lanes!(c, |ci, L| {
-        let d: [[[f32; L]; T]; T] =
-            gather(|i| gather(|j| load::<L>(&du[((i * T + j) * o + oi) * c + ci..])));
-        let gt = separable(d, X::gt, X::gt);
-        for l in 0..L {
-            let taps = &mut dw[(ci + l) * 9..][..9];
-            for (k, tap) in taps.iter_mut().enumerate() {
-                *tap = gt[k / 3][k % 3][l];
+        let d = load_block::<L, T, T>(du, |i, j| ((i * T + j) * o + oi) * c + ci);
+        for_each_lanes(separable(d, X::gt, X::gt), |i, j, lanes| {
+            for (l, v) in lanes.into_iter().enumerate() {
+                dw[(ci + l) * 9 + i * 3 + j] = v;
             }
-        }
+        });
     });
 }
 
 /// One dispatched copy (AVX2, or the baseline) of each loop per algorithm, and a function that
-/// picks the algorithm from the tiles' side.
+/// picks the algorithm from the tiles' side: `t.m` of its `Tiles` argument `t`, or a leading
+/// `side` argument for the filter loops, which take no `Tiles`.
 macro_rules! per_side {
-    ($name:ident, $two:ident, $four:ident, $body:ident, $t:ident,
-        ($($arg:ident: $ty:ty),* $(,)?)) => {
+    (@copies $two:ident, $four:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
         dispatch! {
             fn $two($($arg: $ty),*) = $body::<F2, 2, 4>;
         }
         dispatch! {
             fn $four($($arg: $ty),*) = $body::<F4, 4, 6>;
         }
+    };
+    ($name:ident, $two:ident, $four:ident, $body:ident, tiles $t:ident,
+        ($($arg:ident: $ty:ty),* $(,)?)) => {
+        per_side!(@copies $two, $four, $body, ($($arg: $ty),*));
         fn $name($($arg: $ty),*) {
             if $t.m == 4 { $four($($arg),*) } else { $two($($arg),*) }
         }
     };
+    ($name:ident, $two:ident, $four:ident, $body:ident, side, ($($arg:ident: $ty:ty),* $(,)?)) => {
+        per_side!(@copies $two, $four, $body, ($($arg: $ty),*));
+        fn $name(side: usize, $($arg: $ty),*) {
+            if side == 4 { $four($($arg),*) } else { $two($($arg),*) }
+        }
+    };
 }
 
-per_side!(input_tiles, input_tiles2, input_tiles4, input_tiles_loop, t,
+per_side!(input_tiles, input_tiles2, input_tiles4, input_tiles_loop, tiles t,
     (p: &[f32], t: Tiles, c: usize, v: &mut [MaybeUninit<f32>]));
-per_side!(output_tiles, output_tiles2, output_tiles4, output_tiles_loop, t,
+per_side!(output_tiles, output_tiles2, output_tiles4, output_tiles_loop, tiles t,
     (m: &[f32], tiles_per_tap: usize, first: usize, t: Tiles, o: usize, y: &mut [f32]));
-per_side!(output_grad_tiles, output_grad_tiles2, output_grad_tiles4, output_grad_tiles_loop, t,
+per_side!(output_grad_tiles, output_grad_tiles2, output_grad_tiles4, output_grad_tiles_loop, tiles t,
     (dy: &[f32], t: Tiles, o: usize, dm: &mut [MaybeUninit<f32>]));
-per_side!(input_grad_tiles, input_grad_tiles2, input_grad_tiles4, input_grad_tiles_loop, t,
+per_side!(input_grad_tiles, input_grad_tiles2, input_grad_tiles4, input_grad_tiles_loop, tiles t,
     (dv: &[f32], tiles_per_tap: usize, first: usize, t: Tiles, c: usize, p: &mut [f32]));
-per_side!(filter_tiles, filter_tiles2, filter_tiles4, filter_tiles_loop, t,
-    (t: Tiles, taps: &[f32], o: usize, u: &mut [f32]));
-per_side!(filter_grad_tiles, filter_grad_tiles2, filter_grad_tiles4, filter_grad_tiles_loop, t,
-    (t: Tiles, du: &[f32], c: usize, o: usize, oi: usize, dw: &mut [f32]));
+per_side!(filter_tiles, filter_tiles2, filter_tiles4, filter_tiles_loop, side,
+    (taps: &[f32], o: usize, u: &mut [f32]));
+per_side!(filter_grad_tiles, filter_grad_tiles2, filter_grad_tiles4, filter_grad_tiles_loop, side,
+    (du: &[f32], c: usize, o: usize, oi: usize, dw: &mut [f32]));
 
 /// Input channels per task of `filter_transform`. Each task first transposes its block of
 /// filters to output channels last, so that the transform reads contiguous lanes: gathering
@@ -629,7 +636,7 @@ fn filter_transform(g: &Geometry, t: Tiles, w: &[f32]) -> Vec<f32> {
                     o,
                     [o, block * 9],
                 );
-                filter_tiles(t, filters, o, u);
+                filter_tiles(t.m, filters, o, u);
             },
         );
     u
@@ -644,7 +651,7 @@ fn filter_gradient(g: &Geometry, t: Tiles, du: &[f32]) -> Vec<f32> {
     let mut dw = vec![0.0f32; o * c * 9];
     dw.par_chunks_mut(c * 9)
         .enumerate()
-        .for_each(|(oi, dw)| filter_grad_tiles(t, du, c, o, oi, dw));
+        .for_each(|(oi, dw)| filter_grad_tiles(t.m, du, c, o, oi, dw));
     dw
 }
 
