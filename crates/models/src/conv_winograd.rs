@@ -42,7 +42,9 @@ use crate::simd::{dispatch, transpose};
 /// on WRN-40-2 at batch 32: with its 32-channel layers here it evaluated at 65-100 images/s,
 /// with them on the shifted path (and its wider layers here) at 110-134, and trained no faster
 /// either way; its and ResNet-18's 64-channel and wider layers run faster here (BENCHMARKS.md,
-/// "Winograd").
+/// "Winograd"). Measured again with F(4x4, 3x3) tiles, whose transforms cost less per output:
+/// with the threshold at 32 or 16 WRN-40-2 evaluated at 138-144 images/s against 180 at 64,
+/// and trained within noise (BENCHMARKS.md, "Closure-free Winograd tile loops").
 const MIN_CHANNELS: usize = 64;
 
 /// Upper bound of one chunk's transformed tiles, in floats (8 MiB), as for the shifted path
@@ -75,8 +77,9 @@ pub(crate) fn tile_side(g: &Geometry) -> usize {
 }
 
 /// The smallest output plane side that takes F(4x4, 3x3). 8x8 and larger planes ran 1.2-1.5x
-/// faster with it (BENCHMARKS.md, "F(4x4, 3x3) Winograd tiles"); 4x4 planes with 4x4 tiles
-/// are not measured yet.
+/// faster with it (BENCHMARKS.md, "F(4x4, 3x3) Winograd tiles"). On 4x4 planes (ResNet-18's
+/// 512-channel layers) 4x4 tiles were within noise of 2x2 tiles in all four ResNet-18 rows
+/// (BENCHMARKS.md, "Closure-free Winograd tile loops"), so those keep the more precise ones.
 const MIN_SIDE4: usize = 8;
 
 /// Where an image's tiles lie: `th x tw` tiles of `m x m` outputs (`m` = 2 or 4), each read as
@@ -137,15 +140,24 @@ fn load<const L: usize>(s: &[f32]) -> [f32; L] {
     v
 }
 
-#[inline(always)]
-fn store<const L: usize>(d: &mut [f32], v: [f32; L]) {
-    d[..L].copy_from_slice(&v);
+/// A float slot lanes are stored into: `f32`, or `MaybeUninit<f32>` in a buffer not yet
+/// written (the transformed tiles: see `uninit`).
+trait Slot: Sized {
+    fn store<const L: usize>(d: &mut [Self], v: [f32; L]);
 }
 
-/// `store` into a buffer not yet written (the transformed tiles: see `uninit`).
-#[inline(always)]
-fn store_uninit<const L: usize>(d: &mut [MaybeUninit<f32>], v: [f32; L]) {
-    d[..L].write_copy_of_slice(&v);
+impl Slot for f32 {
+    #[inline(always)]
+    fn store<const L: usize>(d: &mut [f32], v: [f32; L]) {
+        d[..L].copy_from_slice(&v);
+    }
+}
+
+impl Slot for MaybeUninit<f32> {
+    #[inline(always)]
+    fn store<const L: usize>(d: &mut [MaybeUninit<f32>], v: [f32; L]) {
+        d[..L].write_copy_of_slice(&v);
+    }
 }
 
 /// A buffer of `n` floats that is written before it is read, so not zeroed first: the
@@ -188,17 +200,6 @@ fn neg<const L: usize>(mut a: [f32; L]) -> [f32; L] {
         *v = -*v;
     }
     a
-}
-
-/// `[f(0), .., f(N - 1)]` for `N > 0` (a plain loop: `std::array::from_fn` was left as a call
-/// in the AVX2 copies).
-#[inline(always)]
-fn gather<E: Copy, const N: usize>(f: impl Fn(usize) -> E) -> [E; N] {
-    let mut out = [f(0); N];
-    for (k, v) in out.iter_mut().enumerate().skip(1) {
-        *v = f(k);
-    }
-    out
 }
 
 /// Multiplies each lane by `k`.
@@ -370,7 +371,11 @@ fn separable<const L: usize, const R: usize, const C: usize, const R2: usize, co
 ) -> [[[f32; L]; C2]; R2] {
     let mut mid = [[[0.0f32; L]; C]; R2];
     for j in 0..C {
-        let col = cols(gather(|i| tile[i][j]));
+        let mut col = [[0.0f32; L]; R];
+        for (v, row) in col.iter_mut().zip(&tile) {
+            *v = row[j];
+        }
+        let col = cols(col);
         for (i, v) in col.into_iter().enumerate() {
             mid[i][j] = v;
         }
@@ -404,24 +409,37 @@ macro_rules! by_lanes {
     }};
 }
 
-/// An `R x C` block of `[f32; L]` lanes, lanes `(i, j)` read from `src[at(i, j)..]`.
+// The block helpers below take an offset and row and column strides rather than an index
+// closure: closures in the tile loops were left as calls, compiled without AVX2 (perf: 7-9% of
+// a WRN-40-2 evaluation step in `{{closure}}` symbols of these loops).
+
+/// An `R x C` block of `[f32; L]` lanes, lanes `(i, j)` read from `src[at + i·rs + j·cs..]`.
 #[inline(always)]
 fn load_block<const L: usize, const R: usize, const C: usize>(
     src: &[f32],
-    at: impl Fn(usize, usize) -> usize,
+    at: usize,
+    [rs, cs]: [usize; 2],
 ) -> [[[f32; L]; C]; R] {
-    gather(|i| gather(|j| load::<L>(&src[at(i, j)..])))
+    let mut out = [[[0.0f32; L]; C]; R];
+    for (i, row) in out.iter_mut().enumerate() {
+        for (j, lanes) in row.iter_mut().enumerate() {
+            *lanes = load::<L>(&src[at + i * rs + j * cs..]);
+        }
+    }
+    out
 }
 
-/// Hands the lanes `(i, j)` of an `R x C` block to `put`, row by row.
+/// Stores an `R x C` block of lanes, lanes `(i, j)` at `dst[at + i·rs + j·cs..]`.
 #[inline(always)]
-fn for_each_lanes<const L: usize, const R: usize, const C: usize>(
+fn store_block<S: Slot, const L: usize, const R: usize, const C: usize>(
+    dst: &mut [S],
     block: [[[f32; L]; C]; R],
-    mut put: impl FnMut(usize, usize, [f32; L]),
+    at: usize,
+    [rs, cs]: [usize; 2],
 ) {
     for (i, row) in block.into_iter().enumerate() {
         for (j, lanes) in row.into_iter().enumerate() {
-            put(i, j, lanes);
+            S::store(&mut dst[at + i * rs + j * cs..], lanes);
         }
     }
 }
@@ -441,10 +459,8 @@ fn input_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
             let base = (M * ta * t.wp + M * tb) * c;
             let out = &mut v[(ta * t.tw + tb) * T * T * c..][..T * T * c];
             by_lanes!(c, |ch, L| {
-                let d = load_block::<L, T, T>(p, |i, j| base + i * row + j * c + ch);
-                for_each_lanes(separable(d, X::bt, X::bt), |i, j, lanes| {
-                    store_uninit(&mut out[(i * T + j) * c + ch..], lanes)
-                });
+                let d = load_block::<L, T, T>(p, base + ch, [row, c]);
+                store_block(out, separable(d, X::bt, X::bt), ch, [T * c, c]);
             });
         }
     }
@@ -467,11 +483,9 @@ fn output_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
             let tile = first + ta * t.tw + tb;
             let base = (M * ta * M * t.tw + M * tb) * o;
             by_lanes!(o, |ch, L| {
-                let mt =
-                    load_block::<L, T, T>(m, |i, j| ((i * T + j) * tiles_per_tap + tile) * o + ch);
-                for_each_lanes(separable(mt, X::at, X::at), |r, q, lanes| {
-                    store(&mut y[base + r * row + q * o + ch..], lanes)
-                });
+                let per_tap = tiles_per_tap * o;
+                let mt = load_block::<L, T, T>(m, tile * o + ch, [T * per_tap, per_tap]);
+                store_block(y, separable(mt, X::at, X::at), base + ch, [row, o]);
             });
         }
     }
@@ -492,10 +506,8 @@ fn output_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
             let base = (M * ta * M * t.tw + M * tb) * o;
             let out = &mut dm[(ta * t.tw + tb) * T * T * o..][..T * T * o];
             by_lanes!(o, |ch, L| {
-                let y = load_block::<L, M, M>(dy, |r, q| base + r * row + q * o + ch);
-                for_each_lanes(separable(y, X::a, X::a), |i, j, lanes| {
-                    store_uninit(&mut out[(i * T + j) * o + ch..], lanes)
-                });
+                let y = load_block::<L, M, M>(dy, base + ch, [row, o]);
+                store_block(out, separable(y, X::a, X::a), ch, [T * o, o]);
             });
         }
     }
@@ -519,13 +531,16 @@ fn input_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
             let tile = first + ta * t.tw + tb;
             let base = (M * ta * t.wp + M * tb) * c;
             by_lanes!(c, |ch, L| {
-                let vt =
-                    load_block::<L, T, T>(dv, |i, j| ((i * T + j) * tiles_per_tap + tile) * c + ch);
-                for_each_lanes(separable(vt, X::b, X::b), |i, j, lanes| {
-                    let pos = base + i * row + j * c + ch;
-                    let sum = add(load::<L>(&p[pos..]), lanes);
-                    store(&mut p[pos..], sum);
-                });
+                let per_tap = tiles_per_tap * c;
+                let vt = load_block::<L, T, T>(dv, tile * c + ch, [T * per_tap, per_tap]);
+                let mut dd = separable(vt, X::b, X::b);
+                let old = load_block::<L, T, T>(p, base + ch, [row, c]);
+                for (dd, old) in dd.iter_mut().zip(old) {
+                    for (dd, old) in dd.iter_mut().zip(old) {
+                        *dd = add(*dd, old);
+                    }
+                }
+                store_block(p, dd, base + ch, [row, c]);
             });
         }
     }
@@ -542,10 +557,8 @@ fn filter_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
 ) {
     for (taps, u) in taps.chunks_exact(9 * o).zip(u.chunks_exact_mut(T * T * o)) {
         by_lanes!(o, |oi, L| {
-            let f = load_block::<L, 3, 3>(taps, |i, j| (i * 3 + j) * o + oi);
-            for_each_lanes(separable(f, X::g, X::g), |i, j, lanes| {
-                store(&mut u[(i * T + j) * o + oi..], lanes)
-            });
+            let f = load_block::<L, 3, 3>(taps, oi, [3 * o, o]);
+            store_block(u, separable(f, X::g, X::g), oi, [T * o, o]);
         });
     }
 }
@@ -561,12 +574,14 @@ fn filter_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
     dw: &mut [f32],
 ) {
     by_lanes!(c, |ci, L| {
-        let d = load_block::<L, T, T>(du, |i, j| ((i * T + j) * o + oi) * c + ci);
-        for_each_lanes(separable(d, X::gt, X::gt), |i, j, lanes| {
-            for (l, v) in lanes.into_iter().enumerate() {
-                dw[(ci + l) * 9 + i * 3 + j] = v;
+        let d = load_block::<L, T, T>(du, oi * c + ci, [T * o * c, o * c]);
+        let gt = separable(d, X::gt, X::gt);
+        for l in 0..L {
+            let taps = &mut dw[(ci + l) * 9..][..9];
+            for (k, tap) in taps.iter_mut().enumerate() {
+                *tap = gt[k / 3][k % 3][l];
             }
-        });
+        }
     });
 }
 
