@@ -43,7 +43,7 @@ use crate::simd::{dispatch, transpose};
 /// with them on the shifted path (and its wider layers here) at 110-134, and trained no faster
 /// either way; its and ResNet-18's 64-channel and wider layers run faster here (BENCHMARKS.md,
 /// "Winograd"). Measured again with F(4x4, 3x3) tiles, whose transforms cost less per output:
-/// with the threshold at 32 or 16 WRN-40-2 evaluated at 138-144 images/s against 180 at 64,
+/// with the threshold at 32 or 16 WRN-40-2 evaluated at 138-144 images/s, at 64 at 153-180,
 /// and trained within noise (BENCHMARKS.md, "Closure-free Winograd tile loops").
 const MIN_CHANNELS: usize = 64;
 
@@ -410,8 +410,9 @@ macro_rules! by_lanes {
 }
 
 // The block helpers below take an offset and row and column strides rather than an index
-// closure: closures in the tile loops were left as calls, compiled without AVX2 (perf: 7-9% of
-// a WRN-40-2 evaluation step in `{{closure}}` symbols of these loops).
+// closure: closures in the tile loops were left as calls, compiled without AVX2 (perf: 6-7% of
+// a WRN-40-2 evaluation step in `{{closure}}` symbols of these loops, SSE copies through the
+// stack).
 
 /// An `R x C` block of `[f32; L]` lanes, lanes `(i, j)` read from `src[at + i·rs + j·cs..]`.
 #[inline(always)]
