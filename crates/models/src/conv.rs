@@ -733,6 +733,14 @@ mod tests {
         }
     }
 
+    /// `close` with `tol2` for 2x2 Winograd tiles, `close_rms` within 3e-5 for 4x4 tiles.
+    fn close_for_side(side: usize, tol2: f64, what: &str, got: &[f32], want: &[f64]) {
+        match side {
+            2 => close(what, got, want, tol2),
+            _ => close_rms(what, got, want, 3e-5),
+        }
+    }
+
     /// (x shape, w shape, stride, padding pairs, dilation)
     type Case = (
         [usize; 4],
@@ -876,9 +884,8 @@ mod tests {
                      {step} per chunk"
                 );
                 let step = step.min(g.n);
-                let check = |what: &str, got: &[f32], want: &[f64]| match side {
-                    2 => close(what, got, want, 1e-5),
-                    _ => close_rms(what, got, want, 3e-5),
+                let check = |what: &str, got: &[f32], want: &[f64]| {
+                    close_for_side(side, 1e-5, what, got, want)
                 };
                 check(
                     &format!("{what}: y"),
@@ -937,10 +944,8 @@ mod tests {
         let (want_dx, want_dw) = (f64s(want_dx.unwrap()), f64s(want_dw.unwrap()));
         for side in [2, 4] {
             let what = format!("{side}x{side} tiles");
-            let check = |what: &str, got: &[f32], want: &[f64]| match side {
-                2 => close(what, got, want, 5e-5),
-                _ => close_rms(what, got, want, 3e-5),
-            };
+            let check =
+                |what: &str, got: &[f32], want: &[f64]| close_for_side(side, 5e-5, what, got, want);
             check(
                 &format!("{what}: y"),
                 &conv_winograd::forward_chunked(&g, &x, &w, side, 2),

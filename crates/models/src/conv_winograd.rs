@@ -478,13 +478,12 @@ fn output_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
     o: usize,
     y: &mut [f32],
 ) {
-    let row = M * t.tw * o;
+    let (row, per_tap) = (M * t.tw * o, tiles_per_tap * o);
     for ta in 0..t.th {
         for tb in 0..t.tw {
             let tile = first + ta * t.tw + tb;
             let base = (M * ta * M * t.tw + M * tb) * o;
             by_lanes!(o, |ch, L| {
-                let per_tap = tiles_per_tap * o;
                 let mt = load_block::<L, T, T>(m, tile * o + ch, [T * per_tap, per_tap]);
                 store_block(y, separable(mt, X::at, X::at), base + ch, [row, o]);
             });
@@ -526,13 +525,12 @@ fn input_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
     c: usize,
     p: &mut [f32],
 ) {
-    let row = t.wp * c;
+    let (row, per_tap) = (t.wp * c, tiles_per_tap * c);
     for ta in 0..t.th {
         for tb in 0..t.tw {
             let tile = first + ta * t.tw + tb;
             let base = (M * ta * t.wp + M * tb) * c;
             by_lanes!(c, |ch, L| {
-                let per_tap = tiles_per_tap * c;
                 let vt = load_block::<L, T, T>(dv, tile * c + ch, [T * per_tap, per_tap]);
                 let mut dd = separable(vt, X::b, X::b);
                 let old = load_block::<L, T, T>(p, base + ch, [row, c]);
