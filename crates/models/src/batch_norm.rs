@@ -568,18 +568,22 @@ pub fn forward_kernel(
         .enumerate()
         .map(|(c, (m, v))| Affine::new(*m, *v, gamma[c], beta[c], epsilon))
         .collect();
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(s.plane.max(1))
-        .zip(x.par_chunks(s.plane.max(1)))
-        .enumerate()
-        .for_each(|(p, (out, inp))| {
-            let a = affine[p % s.c];
-            if relu {
-                apply_relu(a, inp, out)
-            } else {
-                apply(a, inp, out)
-            }
-        });
+    // SAFETY: the planes cover `x`, and each loop writes every value of its plane.
+    let y = unsafe {
+        crate::written(x.len(), |y| {
+            y.par_chunks_mut(s.plane.max(1))
+                .zip(x.par_chunks(s.plane.max(1)))
+                .enumerate()
+                .for_each(|(p, (out, inp))| {
+                    let a = affine[p % s.c];
+                    if relu {
+                        apply_relu(a, inp, out)
+                    } else {
+                        apply(a, inp, out)
+                    }
+                })
+        })
+    };
     let mean = stats.iter().map(|(m, _)| *m).collect();
     let var = stats.iter().map(|(_, v)| *v).collect();
     (y, mean, var)
@@ -647,51 +651,56 @@ fn backward_planes<const RELU: bool>(
         .zip(inv_std)
         .map(|((_, b), is)| (*b * is) as f32)
         .collect();
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(s.plane.max(1))
-        .zip(
-            x.par_chunks(s.plane.max(1))
-                .zip(dy.par_chunks(s.plane.max(1))),
-        )
-        .enumerate()
-        .for_each(|(p, (out, (xs, gs)))| {
-            let c = p % s.c;
-            let is = inv_std[c];
-            let terms = DxTerms {
-                affine: affine[c],
-                mean_dy: (sums[c].0 / s.count()) as f32,
-                // x̂ · mean(dy · x̂) = (x - mean) · is² · Σ dy (x - mean) / count
-                k: (sums[c].1 * is * is / s.count()) as f32,
-                scale: (gamma[c] as f64 * is) as f32,
-            };
-            if RELU {
-                dx_plane_relu(terms, xs, gs, out)
-            } else {
-                dx_plane(terms, xs, gs, out)
-            }
-        });
+    // SAFETY: the planes cover `x`, and each loop writes every value of its plane.
+    let dx = unsafe {
+        crate::written(x.len(), |dx| {
+            dx.par_chunks_mut(s.plane.max(1))
+                .zip(
+                    x.par_chunks(s.plane.max(1))
+                        .zip(dy.par_chunks(s.plane.max(1))),
+                )
+                .enumerate()
+                .for_each(|(p, (out, (xs, gs)))| {
+                    let c = p % s.c;
+                    let is = inv_std[c];
+                    let terms = DxTerms {
+                        affine: affine[c],
+                        mean_dy: (sums[c].0 / s.count()) as f32,
+                        // x̂ · mean(dy · x̂) = (x - mean) · is² · Σ dy (x - mean) / count
+                        k: (sums[c].1 * is * is / s.count()) as f32,
+                        scale: (gamma[c] as f64 * is) as f32,
+                    };
+                    if RELU {
+                        dx_plane_relu(terms, xs, gs, out)
+                    } else {
+                        dx_plane(terms, xs, gs, out)
+                    }
+                })
+        })
+    };
     (dx, dgamma, dbeta)
 }
 
 dispatch! {
     /// One plane of the forward output, `x ↦ (x - mean) · scale + beta`.
-    fn apply(a: Affine, x: &[f32], y: &mut [f32]) = apply_loop::<false>;
+    fn apply(a: Affine, x: &[f32], y: &mut [MaybeUninit<f32>]) = apply_loop::<false>;
 }
 
 dispatch! {
     /// The same, then a ReLU.
-    fn apply_relu(a: Affine, x: &[f32], y: &mut [f32]) = apply_loop::<true>;
+    fn apply_relu(a: Affine, x: &[f32], y: &mut [MaybeUninit<f32>]) = apply_loop::<true>;
 }
 
 #[inline(always)]
-fn apply_loop<const RELU: bool>(a: Affine, x: &[f32], y: &mut [f32]) {
+fn apply_loop<const RELU: bool>(a: Affine, x: &[f32], y: &mut [MaybeUninit<f32>]) {
+    assert_eq!(x.len(), y.len());
     for (o, v) in y.iter_mut().zip(x) {
         let pre = a.apply(*v);
-        *o = if RELU {
+        o.write(if RELU {
             crate::activation::relu1(pre)
         } else {
             pre
-        };
+        });
     }
 }
 
@@ -803,19 +812,23 @@ struct DxTerms {
 
 dispatch! {
     /// One plane of the input gradient.
-    fn dx_plane(t: DxTerms, x: &[f32], dy: &[f32], dx: &mut [f32]) = dx_loop::<false>;
+    fn dx_plane(t: DxTerms, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) = dx_loop::<false>;
 }
 
 dispatch! {
     /// The same, with `dy` masked by the ReLU that followed the batch norm.
-    fn dx_plane_relu(t: DxTerms, x: &[f32], dy: &[f32], dx: &mut [f32]) = dx_loop::<true>;
+    fn dx_plane_relu(t: DxTerms, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>])
+        = dx_loop::<true>;
 }
 
 #[inline(always)]
-fn dx_loop<const RELU: bool>(t: DxTerms, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+fn dx_loop<const RELU: bool>(t: DxTerms, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    assert!(x.len() == dx.len() && dy.len() == dx.len());
     let m = t.affine.mean;
     for (o, (v, g)) in dx.iter_mut().zip(x.iter().zip(dy)) {
-        *o = t.scale * (relu_masked::<RELU>(t.affine.apply(*v), *g) - t.mean_dy - (v - m) * t.k);
+        o.write(
+            t.scale * (relu_masked::<RELU>(t.affine.apply(*v), *g) - t.mean_dy - (v - m) * t.k),
+        );
     }
 }
 
@@ -834,7 +847,6 @@ mod tests {
     /// tail, with zeros and negative values (the ReLU mask) and, in the element-wise loops, a NaN.
     #[test]
     fn dispatched_loops_match_the_baseline_bit_for_bit() {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let a = Affine::new(0.3, 2.1, 1.4, -0.2, 1e-5);
         let t = DxTerms {
             affine: a,
@@ -873,14 +885,6 @@ mod tests {
             // A NaN in the sums would hide every other difference; the element-wise loops
             // must pass it through.
             x[len / 2] = f32::NAN;
-            let (mut y, mut want) = (vec![0.0; len], vec![0.0; len]);
-            apply_relu(a, &x, &mut y);
-            apply_loop::<true>(a, &x, &mut want);
-            assert_eq!(bits(&y), bits(&want), "affine + ReLU, {len}");
-            apply(a, &x, &mut y);
-            apply_loop::<false>(a, &x, &mut want);
-            assert_eq!(bits(&y), bits(&want), "affine, {len}");
-            let r = Running::new(0.3, 2.1, 1.4, -0.2, 1e-5);
             let written = |f: &dyn Fn(&mut [MaybeUninit<f32>])| {
                 let mut out = vec![MaybeUninit::new(f32::NAN); len];
                 f(&mut out);
@@ -888,6 +892,17 @@ mod tests {
                     .map(|v| unsafe { v.assume_init() }.to_bits())
                     .collect::<Vec<_>>()
             };
+            assert_eq!(
+                written(&|o| apply_relu(a, &x, o)),
+                written(&|o| apply_loop::<true>(a, &x, o)),
+                "affine + ReLU, {len}"
+            );
+            assert_eq!(
+                written(&|o| apply(a, &x, o)),
+                written(&|o| apply_loop::<false>(a, &x, o)),
+                "affine, {len}"
+            );
+            let r = Running::new(0.3, 2.1, 1.4, -0.2, 1e-5);
             assert_eq!(
                 written(&|o| running_relu(r, &x, o)),
                 written(&|o| running_loop::<true>(r, &x, o)),
@@ -898,12 +913,16 @@ mod tests {
                 written(&|o| running_loop::<false>(r, &x, o)),
                 "running statistics, {len}"
             );
-            dx_plane_relu(t, &x, &dy, &mut y);
-            dx_loop::<true>(t, &x, &dy, &mut want);
-            assert_eq!(bits(&y), bits(&want), "dx through the ReLU, {len}");
-            dx_plane(t, &x, &dy, &mut y);
-            dx_loop::<false>(t, &x, &dy, &mut want);
-            assert_eq!(bits(&y), bits(&want), "dx, {len}");
+            assert_eq!(
+                written(&|o| dx_plane_relu(t, &x, &dy, o)),
+                written(&|o| dx_loop::<true>(t, &x, &dy, o)),
+                "dx through the ReLU, {len}"
+            );
+            assert_eq!(
+                written(&|o| dx_plane(t, &x, &dy, o)),
+                written(&|o| dx_loop::<false>(t, &x, &dy, o)),
+                "dx, {len}"
+            );
         }
     }
 

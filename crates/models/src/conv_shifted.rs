@@ -31,9 +31,11 @@
 //! float summation order (tests against a direct convolution in conv.rs).
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use crate::conv::{Geometry, gemm};
-use crate::simd::transpose;
+use crate::conv::{Geometry, gemm, gemm_uninit};
+use crate::simd::transpose_uninit;
+use crate::written;
 
 /// The largest share of thrown-away grid positions for which this path is used. Measured with
 /// 3x3 kernels: 32x32 and 16x16 planes (6% and 13%) ran faster here, 8x8 planes (27%) as fast
@@ -122,8 +124,9 @@ impl Grid {
 /// smaller ones are reused from the heap, and stay closer to the caches.
 const CHUNK_FLOATS: usize = 2 << 20;
 
-/// `planes[N, C, H, W]` (row-major) channels-last onto a zeroed grid of `positions`
-/// positions, image `b`'s `(r, c)` at `offset + b·Hp·Wp + r·Wp + c`.
+/// `planes[N, C, H, W]` (row-major) channels-last onto a grid of `positions` positions, image
+/// `b`'s `(r, c)` at `offset + b·Hp·Wp + r·Wp + c`, zero everywhere else. Each image's task
+/// writes its rows' padding too, so no serial pass zeroes the grid first.
 fn to_grid(
     planes: &[f32],
     [n, ch, h, w]: [usize; 4],
@@ -131,26 +134,33 @@ fn to_grid(
     offset: usize,
     positions: usize,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; positions * ch];
-    let image = grid.hp * grid.wp * ch;
-    out[offset * ch..]
-        .par_chunks_mut(image)
-        .take(n)
-        .enumerate()
-        .for_each(|(b, dst)| {
-            let src = &planes[b * ch * h * w..][..ch * h * w];
-            for r in 0..h {
-                // [ch, w] with rows h·w apart -> [w, ch]
-                transpose(
-                    &src[r * w..],
-                    h * w,
-                    &mut dst[r * grid.wp * ch..],
-                    ch,
-                    [ch, w],
-                );
-            }
-        });
-    out
+    let (image, row) = (grid.hp * grid.wp * ch, grid.wp * ch);
+    let zero = |s: &mut [MaybeUninit<f32>]| s.fill(MaybeUninit::new(0.0));
+    // SAFETY: the positions before the first image, every grid row of every image (its values,
+    // then zeros) and the positions after the last image are all written below.
+    unsafe {
+        written(positions * ch, |out| {
+            let (head, rest) = out.split_at_mut(offset * ch);
+            zero(head);
+            // The callers' `positions` end within the last image's grid or after it.
+            let images = (n * image).min(rest.len());
+            let (body, tail) = rest.split_at_mut(images);
+            zero(tail);
+            body.par_chunks_mut(image).enumerate().for_each(|(b, dst)| {
+                let src = &planes[b * ch * h * w..][..ch * h * w];
+                for (r, line) in dst.chunks_mut(row).enumerate() {
+                    let values = if r < h {
+                        // [ch, w] with rows h·w apart -> [w, ch]
+                        transpose_uninit(&src[r * w..], h * w, line, ch, [ch, w]);
+                        w * ch
+                    } else {
+                        0
+                    };
+                    zero(&mut line[values..]);
+                }
+            });
+        })
+    }
 }
 
 /// The input images of a chunk (`x`, geometry `gc`) channels-last on its grid.
@@ -165,41 +175,62 @@ fn input_grid(x: &[f32], gc: &Geometry, grid: &Grid) -> Vec<f32> {
 }
 
 /// The inverse, into `out`: the real positions of a channels-last grid `[positions, ch]`
-/// (image `b`'s `(r, c)` at `b·Hp·Wp + r·Wp + c`) as `[N, ch, h, w]` planes.
-fn from_grid(grid_values: &[f32], [ch, h, w]: [usize; 3], grid: &Grid, out: &mut [f32]) {
+/// (image `b`'s `(r, c)` at `b·Hp·Wp + r·Wp + c`) as `[N, ch, h, w]` planes, every value of
+/// `out` written.
+fn from_grid(
+    grid_values: &[f32],
+    [ch, h, w]: [usize; 3],
+    grid: &Grid,
+    out: &mut [MaybeUninit<f32>],
+) {
     out.par_chunks_mut(ch * h * w)
         .enumerate()
         .for_each(|(b, dst)| {
             for r in 0..h {
                 let src = &grid_values[(b * grid.hp * grid.wp + r * grid.wp) * ch..];
                 // [w, ch] -> [ch, w] with rows h·w apart
-                transpose(src, ch, &mut dst[r * w..], h * w, [w, ch]);
+                transpose_uninit(src, ch, &mut dst[r * w..], h * w, [w, ch]);
             }
         });
 }
 
-/// `dst[q, n] (+)= Σ_i src[q + shift_i, ..] · weights_i`: one product per kernel row, `src`'s
-/// rows `src_pitch` apart and `k` long (so consecutive rows overlap).
-fn shifted_product(
+/// `dst[q, n] = Σ_i src[q + shift_i, ..] · weights_i`: one product per kernel row, `src`'s
+/// rows `src_pitch` apart and `k` long (so consecutive rows overlap). The first product
+/// overwrites `dst` (`rows x n`), so it need not be initialised; the result is returned.
+fn shifted_product<'d>(
     [rows, n, k]: [usize; 3],
-    dst: &mut [f32],
+    dst: &'d mut [MaybeUninit<f32>],
     src: &[f32],
     src_pitch: usize,
     shifts: &[usize],
     weights: &[f32],
-) {
-    for (i, shift) in shifts.iter().enumerate() {
+) -> &'d mut [f32] {
+    let dst = &mut dst[..rows * n];
+    gemm_uninit(
+        ::gemm::Parallelism::Rayon(0),
+        [rows, n, k],
+        dst,
+        [n, 1],
+        &src[shifts[0] * src_pitch..],
+        [src_pitch, 1],
+        &weights[..k * n],
+        [n, 1],
+    );
+    // SAFETY: the product wrote every element of `dst`, `rows x n` row-major.
+    let dst = unsafe { dst.assume_init_mut() };
+    for (i, shift) in shifts.iter().enumerate().skip(1) {
         gemm(
             [rows, n, k],
-            &mut dst[..rows * n],
+            dst,
             [n, 1],
-            i > 0,
+            true,
             &src[shift * src_pitch..],
             [src_pitch, 1],
             &weights[i * k * n..][..k * n],
             [n, 1],
         );
     }
+    dst
 }
 
 /// Images per chunk: the largest count whose grid of `channels` values per position fits in
@@ -240,19 +271,22 @@ pub(crate) fn forward(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
             wt[by_kernel_row(g, oi, k)] = *v;
         }
     }
-    let mut y = vec![0.0f32; g.n * o * g.oh * g.ow];
     let step = chunk(g, c.max(o));
-    for first in (0..g.n).step_by(step) {
-        let (gc, [xr, yr]) = images(g, first, step.min(g.n - first));
-        let grid = Grid::new(&gc);
-        let xg = input_grid(&x[xr], &gc, &grid);
-        let shifts: Vec<usize> = (0..g.kh).map(|i| grid.row(i)).collect();
-        // Y channels-last on the grid, `[m, O]`
-        let mut yg = vec![0.0f32; grid.m * o];
-        shifted_product([grid.m, o, kwc], &mut yg, &xg, c, &shifts, &wt);
-        from_grid(&yg, [o, g.oh, g.ow], &grid, &mut y[yr]);
+    // SAFETY: the chunks cover every image, and `from_grid` writes all of each image's outputs.
+    unsafe {
+        written(g.n * o * g.oh * g.ow, |y| {
+            for first in (0..g.n).step_by(step) {
+                let (gc, [xr, yr]) = images(g, first, step.min(g.n - first));
+                let grid = Grid::new(&gc);
+                let xg = input_grid(&x[xr], &gc, &grid);
+                let shifts: Vec<usize> = (0..g.kh).map(|i| grid.row(i)).collect();
+                // Y channels-last on the grid, `[m, O]`
+                let mut yg = Box::new_uninit_slice(grid.m * o);
+                let yg = shifted_product([grid.m, o, kwc], &mut yg, &xg, c, &shifts, &wt);
+                from_grid(yg, [o, g.oh, g.ow], &grid, &mut y[yr]);
+            }
+        })
     }
-    y
 }
 
 /// Input and weight gradients, each only when asked for.
@@ -276,7 +310,8 @@ pub(crate) fn backward(
         }
         wf
     });
-    let mut dx = want_dx.then(|| vec![0.0f32; x.len()]);
+    // written chunk by chunk below, every image's values
+    let mut dx = want_dx.then(|| Box::<[f32]>::new_uninit_slice(x.len()));
     // dW_i[(j, c), o], kernel rows one after the other, summed over the chunks
     let mut dwt = want_dw.then(|| vec![0.0f32; g.kh * kwc * o]);
     let step = chunk(g, c.max(o));
@@ -310,9 +345,9 @@ pub(crate) fn backward(
         if let (Some(dx), Some(wf)) = (dx.as_mut(), wf.as_ref()) {
             // dX at input position guard + u reads dY at guard + u + i·Wp + j (front-shifted)
             let shifts: Vec<usize> = (0..g.kh).map(|i| grid.guard + grid.row(i)).collect();
-            let mut dxg = vec![0.0f32; grid.p * c];
-            shifted_product([grid.p, c, kwo], &mut dxg, &dyg, o, &shifts, wf);
-            from_grid(&dxg, [c, g.h, g.w], &grid, &mut dx[xr]);
+            let mut dxg = Box::new_uninit_slice(grid.p * c);
+            let dxg = shifted_product([grid.p, c, kwo], &mut dxg, &dyg, o, &shifts, wf);
+            from_grid(dxg, [c, g.h, g.w], &grid, &mut dx[xr]);
         }
     }
     let dw = dwt.map(|dwt| {
@@ -324,5 +359,7 @@ pub(crate) fn backward(
         }
         dw
     });
+    // SAFETY: the chunks covered every image, and `from_grid` wrote all of each one's values.
+    let dx = dx.map(|dx| unsafe { dx.assume_init() }.into_vec());
     (dx, dw)
 }

@@ -35,7 +35,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use crate::conv::{Geometry, gemm_uninit, gemm_with};
-use crate::simd::{dispatch, transpose};
+use crate::simd::{dispatch, transpose, transpose_uninit};
 
 /// The fewest input and output channels for which this path is used: with fewer, the
 /// transforms (passes over 4x the input and the output) outweigh the saved products. Measured
@@ -552,7 +552,7 @@ fn input_grad_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
 fn filter_tiles_loop<X: Transform<M, T>, const M: usize, const T: usize>(
     taps: &[f32],
     o: usize,
-    u: &mut [f32],
+    u: &mut [MaybeUninit<f32>],
 ) {
     for (taps, u) in taps.chunks_exact(9 * o).zip(u.chunks_exact_mut(T * T * o)) {
         by_lanes!(o, |oi, L| {
@@ -620,7 +620,7 @@ per_side!(output_grad_tiles, output_grad_tiles2, output_grad_tiles4, output_grad
 per_side!(input_grad_tiles, input_grad_tiles2, input_grad_tiles4, input_grad_tiles_loop, tiles t,
     (dv: &[f32], tiles_per_tap: usize, first: usize, t: Tiles, c: usize, p: &mut [f32]));
 per_side!(filter_tiles, filter_tiles2, filter_tiles4, filter_tiles_loop, side,
-    (taps: &[f32], o: usize, u: &mut [f32]));
+    (taps: &[f32], o: usize, u: &mut [MaybeUninit<f32>]));
 per_side!(filter_grad_tiles, filter_grad_tiles2, filter_grad_tiles4, filter_grad_tiles_loop, side,
     (du: &[f32], c: usize, o: usize, oi: usize, dw: &mut [f32]));
 
@@ -634,26 +634,30 @@ const FILTER_BLOCK: usize = 8;
 /// stride `T²·o`).
 fn filter_transform(g: &Geometry, t: Tiles, w: &[f32]) -> Vec<f32> {
     let (c, o, taps) = (g.c, g.o, t.taps());
-    let mut u = vec![0.0f32; c * taps * o];
-    u.par_chunks_mut(FILTER_BLOCK * taps * o)
-        .enumerate()
-        .for_each_init(
-            || vec![0.0f32; FILTER_BLOCK * 9 * o],
-            |filters, (b, u)| {
-                let block = u.len() / (taps * o);
-                let filters = &mut filters[..block * 9 * o];
-                // w[o][block][3][3] -> filters[block][3][3][o]
-                transpose(
-                    &w[b * FILTER_BLOCK * 9..],
-                    c * 9,
-                    filters,
-                    o,
-                    [o, block * 9],
-                );
-                filter_tiles(t.m, filters, o, u);
-            },
-        );
-    u
+    // SAFETY: the blocks cover `u`, and `filter_tiles` writes all `T²·o` values of each of
+    // its block's input channels.
+    unsafe {
+        crate::written(c * taps * o, |u| {
+            u.par_chunks_mut(FILTER_BLOCK * taps * o)
+                .enumerate()
+                .for_each_init(
+                    || vec![0.0f32; FILTER_BLOCK * 9 * o],
+                    |filters, (b, u)| {
+                        let block = u.len() / (taps * o);
+                        let filters = &mut filters[..block * 9 * o];
+                        // w[o][block][3][3] -> filters[block][3][3][o]
+                        transpose(
+                            &w[b * FILTER_BLOCK * 9..],
+                            c * 9,
+                            filters,
+                            o,
+                            [o, block * 9],
+                        );
+                        filter_tiles(t.m, filters, o, u);
+                    },
+                )
+        })
+    }
 }
 
 /// `dw[o, c] = Gᵀ dU[o, c] G`, the adjoint of `filter_transform` (`du` laid `[ξν][o][c]`, as
@@ -735,10 +739,11 @@ fn outputs_channels_last(g: &Geometry, t: Tiles, planes: &[f32], cl: &mut [f32])
     }
 }
 
-/// The inverse of `outputs_channels_last`: the real outputs of `[m·th][m·tw][o]` as planes.
-fn outputs_planar(g: &Geometry, t: Tiles, cl: &[f32], planes: &mut [f32]) {
+/// The inverse of `outputs_channels_last`: the real outputs of `[m·th][m·tw][o]` as planes,
+/// every value of `planes` written.
+fn outputs_planar(g: &Geometry, t: Tiles, cl: &[f32], planes: &mut [MaybeUninit<f32>]) {
     for r in 0..g.oh {
-        transpose(
+        transpose_uninit(
             &cl[r * t.m * t.tw * g.o..],
             g.o,
             &mut planes[r * g.ow..],
@@ -817,7 +822,7 @@ pub(crate) fn forward_chunked(
     let (c, o, per, taps) = (g.c, g.o, t.count(), t.taps());
     let y_len = o * g.oh * g.ow;
     let u = filter_transform(g, t, w);
-    let mut y = vec![0.0f32; g.n * y_len];
+    let mut y = uninit(g.n * y_len);
     let mut v = uninit(step * per * taps * c);
     let mut m = uninit(taps * step * per * o);
     for first in (0..g.n).step_by(step) {
@@ -850,7 +855,8 @@ pub(crate) fn forward_chunked(
                 },
             );
     }
-    y
+    // SAFETY: the chunks cover every image, and `outputs_planar` writes each one's outputs.
+    unsafe { y.assume_init() }.into_vec()
 }
 
 /// Input and weight gradients, each only when asked for.

@@ -87,6 +87,26 @@ pub(crate) fn floats(t: &burn::backend::tensor::FloatTensor<burn::backend::Flex>
         .expect("the fused kernels take contiguous f32 tensors only")
 }
 
+/// `len` floats that `fill` writes, without zeroing them first: the kernels' outputs are
+/// written in full by their parallel loops, and `vec![0.0; len]` would make a pass of its own
+/// over each, on the calling thread while rayon's workers wait (glibc reuses freed memory, so
+/// calloc writes the zeros). `memset` was 5.4% of a WRN-40-2 batch-128 training step's CPU
+/// time, 4.6% on the calling thread alone (BENCHMARKS.md, "Outputs written once, not zeroed
+/// first").
+///
+/// # Safety
+/// `fill` writes every one of the `len` floats it is given.
+pub(crate) unsafe fn written(
+    len: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),
+) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    fill(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` wrote the first `len` floats (the caller's contract).
+    unsafe { values.set_len(len) };
+    values
+}
+
 /// Whether `device` is flex, with or without autodiff.
 pub(crate) fn on_flex(device: &Device) -> bool {
     match device.as_dispatch() {

@@ -11,6 +11,8 @@
 //! fused multiply-add, nor reorders float arithmetic, so enabling the features changes only the
 //! width of the registers the loops are vectorised to. The tests check that.
 
+use std::mem::MaybeUninit;
+
 /// Whether the processor has AVX2 and FMA (`is_x86_feature_detected!` caches the answer).
 #[cfg(target_arch = "x86_64")]
 #[inline]
@@ -58,25 +60,40 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
+/// `dst[j·dst_rs + i] = src[i·src_rs + j]` for `i < rows`, `j < cols` (see `transpose_uninit`).
+pub(crate) fn transpose(
+    src: &[f32],
+    src_rs: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    size: [usize; 2],
+) {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `transpose_uninit` only stores
+    // initialised floats through this view, so `dst` stays initialised.
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    transpose_uninit(src, src_rs, dst, dst_rs, size)
+}
+
 dispatch! {
     /// `dst[j·dst_rs + i] = src[i·src_rs + j]` for `i < rows`, `j < cols`, in 8x8 tiles: each
     /// tile reads and writes 8 consecutive floats per line. With AVX2 a tile is eight 8-float
     /// registers transposed by shuffles (no detour through memory); both copies give the same
-    /// result.
-    pub(crate) fn transpose(
+    /// result. `dst` need not be initialised: it is only written, so buffers a transpose fills
+    /// are not zeroed first.
+    pub(crate) fn transpose_uninit(
         src: &[f32],
         src_rs: usize,
-        dst: &mut [f32],
+        dst: &mut [MaybeUninit<f32>],
         dst_rs: usize,
         size: [usize; 2],
     ) = transpose_portable, avx2: avx2_tiles::transpose;
 }
 
-/// The baseline copy of `transpose`.
+/// The baseline copy of `transpose_uninit`.
 fn transpose_portable(
     src: &[f32],
     src_rs: usize,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     dst_rs: usize,
     size: [usize; 2],
 ) {
@@ -90,10 +107,10 @@ const T: usize = 8;
 fn transpose_tiles(
     src: &[f32],
     src_rs: usize,
-    dst: &mut [f32],
+    dst: &mut [MaybeUninit<f32>],
     dst_rs: usize,
     [rows, cols]: [usize; 2],
-    tile: impl Fn(&[f32], usize, &mut [f32], usize),
+    tile: impl Fn(&[f32], usize, &mut [MaybeUninit<f32>], usize),
 ) {
     for i0 in (0..rows).step_by(T) {
         let ih = T.min(rows - i0);
@@ -109,7 +126,7 @@ fn transpose_tiles(
             } else {
                 for i in i0..i0 + ih {
                     for j in j0..j0 + jw {
-                        dst[j * dst_rs + i] = src[i * src_rs + j];
+                        dst[j * dst_rs + i].write(src[i * src_rs + j]);
                     }
                 }
             }
@@ -119,14 +136,14 @@ fn transpose_tiles(
 
 /// One 8x8 tile through a local array (SSE2 moves 4 floats at a time).
 #[inline(always)]
-fn tile_portable(src: &[f32], src_rs: usize, dst: &mut [f32], dst_rs: usize) {
+fn tile_portable(src: &[f32], src_rs: usize, dst: &mut [MaybeUninit<f32>], dst_rs: usize) {
     let mut tile = [[0.0f32; T]; T];
     for (i, line) in tile.iter_mut().enumerate() {
         line.copy_from_slice(&src[i * src_rs..][..T]);
     }
     for j in 0..T {
         for (i, v) in dst[j * dst_rs..][..T].iter_mut().enumerate() {
-            *v = tile[i][j];
+            v.write(tile[i][j]);
         }
     }
 }
@@ -135,12 +152,13 @@ fn tile_portable(src: &[f32], src_rs: usize, dst: &mut [f32], dst_rs: usize) {
 mod avx2_tiles {
     use super::{T, transpose_tiles};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn transpose(
         src: &[f32],
         src_rs: usize,
-        dst: &mut [f32],
+        dst: &mut [MaybeUninit<f32>],
         dst_rs: usize,
         size: [usize; 2],
     ) {
@@ -156,9 +174,9 @@ mod avx2_tiles {
     /// 128-bit halves. Lines named by rows a..h of the source, columns 0..7.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile(src: &[f32], src_rs: usize, dst: &mut [f32], dst_rs: usize) {
+    unsafe fn tile(src: &[f32], src_rs: usize, dst: &mut [MaybeUninit<f32>], dst_rs: usize) {
         debug_assert!(src.len() > (T - 1) * src_rs + T - 1 && dst.len() > (T - 1) * dst_rs + T - 1);
-        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr().cast::<f32>());
         // SAFETY: line i spans `i·src_rs..i·src_rs + 8`, within `src` (see the caller).
         let r = unsafe {
             [
@@ -212,29 +230,37 @@ mod tests {
     use super::*;
 
     /// Every shape from 1x1 to 19x19 (full tiles, edges, both), with row strides wider than the
-    /// rows: the dispatched copy (AVX2 on processors that have it) and the portable one against
-    /// the definition, the padding between rows left alone.
+    /// rows: the dispatched copy (AVX2 on processors that have it), the portable one and the
+    /// initialised-destination wrapper against the definition, the padding between rows left
+    /// alone.
     #[test]
     fn transpose_matches_its_definition_for_every_edge() {
-        let portable = |s: &[f32], sr, d: &mut [f32], dr, size| {
-            transpose_tiles(s, sr, d, dr, size, tile_portable)
+        let initialised = |s: &[f32], sr, d: &mut [MaybeUninit<f32>], dr, size| {
+            // SAFETY: the test fills `d` with -1 before every call.
+            let mut values: Vec<f32> = d.iter().map(|v| unsafe { v.assume_init() }).collect();
+            transpose(s, sr, &mut values, dr, size);
+            for (slot, v) in d.iter_mut().zip(values) {
+                slot.write(v);
+            }
         };
-        type Transpose<'a> = &'a dyn Fn(&[f32], usize, &mut [f32], usize, [usize; 2]);
-        let copies: [(&str, Transpose); 2] = [("dispatched", &transpose), ("portable", &portable)];
+        type Transpose<'a> = &'a dyn Fn(&[f32], usize, &mut [MaybeUninit<f32>], usize, [usize; 2]);
+        let copies: [(&str, Transpose); 3] = [
+            ("dispatched", &transpose_uninit),
+            ("portable", &transpose_portable),
+            ("initialised", &initialised),
+        ];
         for (name, copy) in copies {
             for (rows, cols) in (1..20).flat_map(|r| (1..20).map(move |k| (r, k))) {
                 let (src_rs, dst_rs) = (cols + 3, rows + 5);
                 let src: Vec<f32> = (0..rows * src_rs).map(|v| v as f32 + 0.5).collect();
-                let mut dst = vec![-1.0f32; cols * dst_rs];
+                let mut dst = vec![MaybeUninit::new(-1.0f32); cols * dst_rs];
                 copy(&src, src_rs, &mut dst, dst_rs, [rows, cols]);
                 for j in 0..cols {
                     for i in 0..dst_rs {
                         let want = if i < rows { src[i * src_rs + j] } else { -1.0 };
-                        assert_eq!(
-                            dst[j * dst_rs + i],
-                            want,
-                            "{name} {rows}x{cols} at ({i}, {j})"
-                        );
+                        // SAFETY: every value was initialised to -1 before the call.
+                        let got = unsafe { dst[j * dst_rs + i].assume_init() };
+                        assert_eq!(got, want, "{name} {rows}x{cols} at ({i}, {j})");
                     }
                 }
             }
