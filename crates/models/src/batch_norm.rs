@@ -892,37 +892,35 @@ mod tests {
                     .map(|v| unsafe { v.assume_init() }.to_bits())
                     .collect::<Vec<_>>()
             };
-            assert_eq!(
-                written(&|o| apply_relu(a, &x, o)),
-                written(&|o| apply_loop::<true>(a, &x, o)),
-                "affine + ReLU, {len}"
-            );
-            assert_eq!(
-                written(&|o| apply(a, &x, o)),
-                written(&|o| apply_loop::<false>(a, &x, o)),
-                "affine, {len}"
-            );
             let r = Running::new(0.3, 2.1, 1.4, -0.2, 1e-5);
-            assert_eq!(
-                written(&|o| running_relu(r, &x, o)),
-                written(&|o| running_loop::<true>(r, &x, o)),
-                "running statistics + ReLU, {len}"
-            );
-            assert_eq!(
-                written(&|o| running(r, &x, o)),
-                written(&|o| running_loop::<false>(r, &x, o)),
-                "running statistics, {len}"
-            );
-            assert_eq!(
-                written(&|o| dx_plane_relu(t, &x, &dy, o)),
-                written(&|o| dx_loop::<true>(t, &x, &dy, o)),
-                "dx through the ReLU, {len}"
-            );
-            assert_eq!(
-                written(&|o| dx_plane(t, &x, &dy, o)),
-                written(&|o| dx_loop::<false>(t, &x, &dy, o)),
-                "dx, {len}"
-            );
+            type Fill<'a> = &'a dyn Fn(&mut [MaybeUninit<f32>]);
+            let pairs: [(&str, Fill, Fill); 6] = [
+                ("affine + ReLU", &|o| apply_relu(a, &x, o), &|o| {
+                    apply_loop::<true>(a, &x, o)
+                }),
+                ("affine", &|o| apply(a, &x, o), &|o| {
+                    apply_loop::<false>(a, &x, o)
+                }),
+                (
+                    "running statistics + ReLU",
+                    &|o| running_relu(r, &x, o),
+                    &|o| running_loop::<true>(r, &x, o),
+                ),
+                ("running statistics", &|o| running(r, &x, o), &|o| {
+                    running_loop::<false>(r, &x, o)
+                }),
+                (
+                    "dx through the ReLU",
+                    &|o| dx_plane_relu(t, &x, &dy, o),
+                    &|o| dx_loop::<true>(t, &x, &dy, o),
+                ),
+                ("dx", &|o| dx_plane(t, &x, &dy, o), &|o| {
+                    dx_loop::<false>(t, &x, &dy, o)
+                }),
+            ];
+            for (what, dispatched, baseline) in pairs {
+                assert_eq!(written(dispatched), written(baseline), "{what}, {len}");
+            }
         }
     }
 

@@ -36,6 +36,7 @@ use std::mem::MaybeUninit;
 
 use crate::conv::{Geometry, gemm_uninit, gemm_with};
 use crate::simd::{dispatch, transpose, transpose_uninit};
+use crate::uninit;
 
 /// The fewest input and output channels for which this path is used: with fewer, the
 /// transforms (passes over 4x the input and the output) outweigh the saved products. Measured
@@ -141,7 +142,7 @@ fn load<const L: usize>(s: &[f32]) -> [f32; L] {
 }
 
 /// A float slot lanes are stored into: `f32`, or `MaybeUninit<f32>` in a buffer not yet
-/// written (the transformed tiles: see `uninit`).
+/// written (the transformed tiles: see `crate::uninit`).
 trait Slot: Sized {
     fn store<const L: usize>(d: &mut [Self], v: [f32; L]);
 }
@@ -158,15 +159,6 @@ impl Slot for MaybeUninit<f32> {
     fn store<const L: usize>(d: &mut [MaybeUninit<f32>], v: [f32; L]) {
         d[..L].write_copy_of_slice(&v);
     }
-}
-
-/// A buffer of `n` floats that is written before it is read, so not zeroed first: the
-/// transformed tiles and products are 4x the size of a layer's input or output, and zeroing
-/// them (glibc reuses freed memory, so calloc writes the zeros) was most of the `memset` that
-/// took 5-9% of a ResNet-18 batch-32 training step and 7.5% of its evaluation (perf,
-/// BENCHMARKS.md, "Winograd buffers left uninitialised").
-fn uninit(n: usize) -> Box<[MaybeUninit<f32>]> {
-    Box::new_uninit_slice(n)
 }
 
 #[inline(always)]

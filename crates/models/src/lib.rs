@@ -87,6 +87,16 @@ pub(crate) fn floats(t: &burn::backend::tensor::FloatTensor<burn::backend::Flex>
         .expect("the fused kernels take contiguous f32 tensors only")
 }
 
+/// A buffer of `n` floats that is written before it is read, so not zeroed first: for buffers
+/// filled piece by piece (chunks of images), where `written`'s single closure does not fit.
+/// The Winograd transformed tiles and products are 4x the size of a layer's input or output,
+/// and zeroing them (glibc reuses freed memory, so calloc writes the zeros) was most of the
+/// `memset` that took 5-9% of a ResNet-18 batch-32 training step and 7.5% of its evaluation
+/// (perf, BENCHMARKS.md, "Winograd buffers left uninitialised").
+pub(crate) fn uninit(n: usize) -> Box<[std::mem::MaybeUninit<f32>]> {
+    Box::new_uninit_slice(n)
+}
+
 /// `len` floats that `fill` writes, without zeroing them first: the kernels' outputs are
 /// written in full by their parallel loops, and `vec![0.0; len]` would make a pass of its own
 /// over each, on the calling thread while rayon's workers wait (glibc reuses freed memory, so
