@@ -20,6 +20,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use crate::floats;
 use crate::simd::dispatch;
@@ -109,42 +110,49 @@ pub(crate) fn relu1(v: f32) -> f32 {
 
 /// `max(x, 0)` elementwise.
 pub fn forward_kernel(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(TASK)
-        .zip(x.par_chunks(TASK))
-        .for_each(|(out, inp)| relu_forward(inp, out));
-    y
+    // SAFETY: the tasks cover `x`, and the loop writes every value of its task.
+    unsafe {
+        crate::written(x.len(), |y| {
+            y.par_chunks_mut(TASK)
+                .zip(x.par_chunks(TASK))
+                .for_each(|(out, inp)| relu_forward(inp, out))
+        })
+    }
 }
 
 /// 0 where the output is `<= 0`, `dy` elsewhere (burn's ReLU backward).
 pub fn backward_kernel(y: &[f32], dy: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0f32; y.len()];
-    dx.par_chunks_mut(TASK)
-        .zip(y.par_chunks(TASK).zip(dy.par_chunks(TASK)))
-        .for_each(|(out, (ys, gs))| relu_backward(ys, gs, out));
-    dx
+    // SAFETY: the tasks cover `y`, and the loop writes every value of its task.
+    unsafe {
+        crate::written(y.len(), |dx| {
+            dx.par_chunks_mut(TASK)
+                .zip(y.par_chunks(TASK).zip(dy.par_chunks(TASK)))
+                .for_each(|(out, (ys, gs))| relu_backward(ys, gs, out))
+        })
+    }
 }
 
 dispatch! {
-    fn relu_forward(x: &[f32], y: &mut [f32]) = relu_forward_loop;
+    fn relu_forward(x: &[f32], y: &mut [MaybeUninit<f32>]) = relu_forward_loop;
 }
 
 dispatch! {
-    fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [f32]) = relu_backward_loop;
+    fn relu_backward(y: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) = relu_backward_loop;
 }
 
 #[inline(always)]
-fn relu_forward_loop(x: &[f32], y: &mut [f32]) {
+fn relu_forward_loop(x: &[f32], y: &mut [MaybeUninit<f32>]) {
+    assert_eq!(x.len(), y.len());
     for (o, v) in y.iter_mut().zip(x) {
-        *o = relu1(*v);
+        o.write(relu1(*v));
     }
 }
 
 #[inline(always)]
-fn relu_backward_loop(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+fn relu_backward_loop(y: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     let (y, dy) = (&y[..dx.len()], &dy[..dx.len()]);
     for i in 0..dx.len() {
-        dx[i] = if y[i] <= 0.0 { 0.0 } else { dy[i] };
+        dx[i].write(if y[i] <= 0.0 { 0.0 } else { dy[i] });
     }
 }
 
@@ -223,20 +231,26 @@ pub(crate) fn map_floats(
 
 /// `gelu(x)` elementwise.
 pub fn gelu_forward_kernel(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(TASK)
-        .zip(x.par_chunks(TASK))
-        .for_each(|(out, inp)| simd::gelu_forward(inp, out));
-    y
+    // SAFETY: the tasks cover `x`, and the loop writes every value of its task.
+    unsafe {
+        crate::written(x.len(), |y| {
+            y.par_chunks_mut(TASK)
+                .zip(x.par_chunks(TASK))
+                .for_each(|(out, inp)| simd::gelu_forward(inp, out))
+        })
+    }
 }
 
 /// `dy · gelu'(x)` elementwise, `gelu'(x) = Φ(x) + x · φ(x)`.
 pub fn gelu_backward_kernel(x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(TASK)
-        .zip(x.par_chunks(TASK).zip(dy.par_chunks(TASK)))
-        .for_each(|(out, (xs, gs))| simd::gelu_backward(xs, gs, out));
-    dx
+    // SAFETY: the tasks cover `x`, and the loop writes every value of its task.
+    unsafe {
+        crate::written(x.len(), |dx| {
+            dx.par_chunks_mut(TASK)
+                .zip(x.par_chunks(TASK).zip(dy.par_chunks(TASK)))
+                .for_each(|(out, (xs, gs))| simd::gelu_backward(xs, gs, out))
+        })
+    }
 }
 
 /// The standard normal's CDF Φ(x) and density φ(x), from one exponential.
@@ -298,27 +312,30 @@ fn exp_nonpositive(x: f32) -> f32 {
 mod simd {
     use super::normal_cdf_pdf;
     use crate::simd::dispatch;
+    use std::mem::MaybeUninit;
 
     dispatch! {
-        pub fn gelu_forward(x: &[f32], y: &mut [f32]) = forward_loop;
+        pub fn gelu_forward(x: &[f32], y: &mut [MaybeUninit<f32>]) = forward_loop;
     }
 
     dispatch! {
-        pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) = backward_loop;
+        pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) = backward_loop;
     }
 
     #[inline(always)]
-    fn forward_loop(x: &[f32], y: &mut [f32]) {
+    fn forward_loop(x: &[f32], y: &mut [MaybeUninit<f32>]) {
+        assert_eq!(x.len(), y.len());
         for (o, v) in y.iter_mut().zip(x) {
-            *o = v * normal_cdf_pdf(*v).0;
+            o.write(v * normal_cdf_pdf(*v).0);
         }
     }
 
     #[inline(always)]
-    fn backward_loop(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    fn backward_loop(x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+        assert!(x.len() == dx.len() && dy.len() == dx.len());
         for (o, (v, g)) in dx.iter_mut().zip(x.iter().zip(dy)) {
             let (cdf, pdf) = normal_cdf_pdf(*v);
-            *o = g * (cdf + v * pdf);
+            o.write(g * (cdf + v * pdf));
         }
     }
 }
